@@ -1,0 +1,57 @@
+"""The whole job: every group plus run-level settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from bitcpm.config.data import DataConfig
+from bitcpm.config.hardware import HardwareConfig
+from bitcpm.config.launcher import LauncherConfig
+from bitcpm.config.model import ModelConfig
+from bitcpm.config.optim import OptimConfig
+from bitcpm.config.parallel import ParallelConfig
+from bitcpm.config.quant import QuantConfig
+from bitcpm.config.stage import StageConfig
+from bitcpm.config.tracking import TrackingConfig
+
+
+@dataclass
+class TrainConfig:
+    """Run length, evaluation and checkpoint cadence."""
+
+    seq_length: int = 256
+    """Tokens per training sequence."""
+    steps: int = 100
+    """Optimizer steps (ignored when stage.tokens sets the length)."""
+    seed: int = 1234
+    """Seed of initialisation and dropout."""
+    eval_interval: int = 50
+    """Steps between validation passes; 0 disables periodic validation."""
+    eval_batches: int = 8
+    """Micro-batches per validation pass."""
+    save_interval: int = 0
+    """Steps between checkpoints; 0 saves only at the end."""
+    output_root: str = "outputs"
+    """Parent of run directories."""
+
+
+@dataclass
+class JobConfig:
+    """Root of the composed configuration."""
+
+    model: ModelConfig = MISSING
+    parallel: ParallelConfig = MISSING
+    quant: QuantConfig = MISSING
+    stage: StageConfig = MISSING
+    data: DataConfig = MISSING
+    optim: OptimConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    launcher: LauncherConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dry_run: bool = False
+    """Print the plan and stop before building anything."""
+    experiment_name: str | None = None
+    """Name of a recipe from conf/experiment (set by the recipe itself)."""

@@ -1,0 +1,300 @@
+"""Cross-group rules checked after composition and before anything heavy is built.
+
+Each rule is one small function that raises ConfigError with a one-line message naming the keys
+and values involved. `validate` runs them all in order and stops at the first failure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from bitcpm.backends.capabilities import CAPABILITIES
+from bitcpm.config.root import JobConfig
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is a single line naming the offending keys."""
+
+
+def _fail(message: str) -> None:
+    raise ConfigError(message)
+
+
+def parse_tokens(value: str | None) -> int | str | None:
+    """Parse stage.tokens: None, 'auto', or an integer written as 2000000, 2_000_000 or 2e6."""
+    if value is None or value == "auto":
+        return value
+    text = str(value).replace("_", "")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ConfigError(f"stage.tokens={value}: expected an integer, 'auto' or null") from None
+    if number <= 0 or number != int(number):
+        raise ConfigError(f"stage.tokens={value}: expected a positive integer")
+    return int(number)
+
+
+def check_choices(cfg: JobConfig) -> None:
+    """String-valued switches take one of their documented values."""
+    choices = {
+        "quant.method": (cfg.quant.method, ("none", "ternary")),
+        "stage.name": (cfg.stage.name, ("pretrain", "qat", "distill")),
+        "optim.decay_style": (cfg.optim.decay_style, ("exponential", "linear")),
+        "tracking.backend": (cfg.tracking.backend, ("mlflow", "none")),
+        "launcher.name": (cfg.launcher.name, ("local",)),
+        "hardware.device": (cfg.hardware.device, tuple(CAPABILITIES)),
+        "parallel.recompute": (cfg.parallel.recompute, ("none", "selective", "full")),
+        "model.rope.type": (cfg.model.rope.type, ("default", "longrope")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            _fail(f"{key}={value}: expected one of {', '.join(allowed)}")
+
+
+def check_positive_sizes(cfg: JobConfig) -> None:
+    """Sizes and counts are positive."""
+    positive = {
+        "model.hidden_size": cfg.model.hidden_size,
+        "model.intermediate_size": cfg.model.intermediate_size,
+        "model.num_layers": cfg.model.num_layers,
+        "model.num_attention_heads": cfg.model.num_attention_heads,
+        "model.num_kv_heads": cfg.model.num_kv_heads,
+        "model.vocab_size": cfg.model.vocab_size,
+        "model.dim_model_base": cfg.model.dim_model_base,
+        "parallel.tp": cfg.parallel.tp,
+        "parallel.pp": cfg.parallel.pp,
+        "parallel.cp": cfg.parallel.cp,
+        "parallel.micro_batch_size": cfg.parallel.micro_batch_size,
+        "parallel.global_batch_size": cfg.parallel.global_batch_size,
+        "train.seq_length": cfg.train.seq_length,
+        "train.steps": cfg.train.steps,
+        "launcher.nodes": cfg.launcher.nodes,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            _fail(f"{key}={value}: must be positive")
+    if cfg.optim.lr <= 0:
+        _fail(f"optim.lr={cfg.optim.lr}: must be positive")
+    if cfg.model.init_std <= 0:
+        _fail(f"model.init_std={cfg.model.init_std}: must be positive")
+
+
+def check_heads(cfg: JobConfig) -> None:
+    """Query heads group evenly over KV heads, and head_dim fits the width when it is implicit."""
+    m = cfg.model
+    if m.num_attention_heads % m.num_kv_heads:
+        _fail(f"model.num_kv_heads={m.num_kv_heads} must divide model.num_attention_heads={m.num_attention_heads}")
+    if m.head_dim is None and m.hidden_size % m.num_attention_heads:
+        _fail(
+            f"model.num_attention_heads={m.num_attention_heads} must divide model.hidden_size="
+            f"{m.hidden_size} (or set model.head_dim)"
+        )
+    if m.kv_channels % 2:
+        _fail(f"model.head_dim={m.kv_channels}: RoPE needs an even head dimension")
+
+
+def check_tensor_parallel(cfg: JobConfig) -> None:
+    """tp divides attention heads, KV heads, the FFN width and the vocabulary."""
+    tp, m = cfg.parallel.tp, cfg.model
+    for key, value in (
+        ("model.num_attention_heads", m.num_attention_heads),
+        ("model.num_kv_heads", m.num_kv_heads),
+        ("model.intermediate_size", m.intermediate_size),
+        ("model.vocab_size", m.vocab_size),
+    ):
+        if value % tp:
+            _fail(f"parallel.tp={tp} must divide {key}={value}")
+
+
+def quantized_input_dims(cfg: JobConfig) -> dict[str, tuple[str, int]]:
+    """Per-rank input width of each quantizable linear (groups run along the input dimension)."""
+    m, tp = cfg.model, cfg.parallel.tp
+    # Column-parallel layers (qkv, fc1) see the full hidden input; row-parallel layers (proj, fc2)
+    # see their input split over tp ranks.
+    return {
+        "linear_qkv": ("model.hidden_size", m.hidden_size),
+        "linear_fc1": ("model.hidden_size", m.hidden_size),
+        "linear_proj": ("model.num_attention_heads*head_dim/tp", m.num_attention_heads * m.kv_channels // tp),
+        "linear_fc2": ("model.intermediate_size/tp", m.intermediate_size // tp),
+    }
+
+
+def check_quant(cfg: JobConfig) -> None:
+    """Ternary groups tile the per-rank input dimension of every quantized linear."""
+    q = cfg.quant
+    if not q.enabled:
+        return
+    dims = quantized_input_dims(cfg)
+    for target in q.targets:
+        if target not in dims:
+            _fail(f"quant.targets: unknown module '{target}' (expected some of {', '.join(dims)})")
+    if q.group_size == -1:
+        return
+    if q.group_size <= 0:
+        _fail(f"quant.group_size={q.group_size}: must be positive or -1 (per output channel)")
+    for target in q.targets:
+        key, width = dims[target]
+        if width % q.group_size:
+            _fail(
+                f"quant.group_size={q.group_size} must divide the per-rank input of {target}: "
+                f"{key}={width} (parallel.tp={cfg.parallel.tp})"
+            )
+    if q.activation_bits is not None and not 2 <= q.activation_bits <= 8:
+        _fail(f"quant.activation_bits={q.activation_bits}: expected 2..8 or null")
+
+
+def world_size(cfg: JobConfig) -> int:
+    """Worker processes the launcher will start."""
+    return cfg.launcher.world_size(cfg.parallel.model_parallel_size)
+
+
+def data_parallel_size(cfg: JobConfig) -> int:
+    """Data-parallel replicas: world size over tp x pp x cp."""
+    return world_size(cfg) // cfg.parallel.model_parallel_size
+
+
+def check_world(cfg: JobConfig) -> None:
+    """tp x pp x cp x dp equals the world size the launcher provides."""
+    world, mp = world_size(cfg), cfg.parallel.model_parallel_size
+    if world % mp:
+        _fail(
+            f"world size {world} (launcher.nodes={cfg.launcher.nodes} x launcher.procs_per_node="
+            f"{cfg.launcher.procs_per_node}) is not a multiple of tp*pp*cp={mp}"
+        )
+
+
+def check_batch(cfg: JobConfig) -> None:
+    """global batch = micro batch x data-parallel size x accumulation steps."""
+    p, dp = cfg.parallel, data_parallel_size(cfg)
+    if p.global_batch_size % (p.micro_batch_size * dp):
+        _fail(
+            f"parallel.global_batch_size={p.global_batch_size} must be divisible by "
+            f"parallel.micro_batch_size={p.micro_batch_size} x dp={dp}"
+        )
+
+
+def check_backend(cfg: JobConfig) -> None:
+    """The chosen device backend supports the parallel features asked for."""
+    device, p = cfg.hardware.device, cfg.parallel
+    caps = CAPABILITIES[device]
+    if p.pp > 1 and not caps.pipeline_parallel:
+        _fail(f"parallel.pp={p.pp}: pipeline parallelism is not available on hardware.device={device}")
+    if p.cp > 1 and not caps.context_parallel:
+        _fail(f"parallel.cp={p.cp}: context parallelism is not available on hardware.device={device}")
+    if p.sequence_parallel and not caps.sequence_parallel:
+        _fail(
+            f"parallel.sequence_parallel=true: not available on hardware.device={device} "
+            "(megatron's local norms need CUDA/NPU kernels)"
+        )
+    if p.sequence_parallel and p.tp == 1:
+        _fail("parallel.sequence_parallel=true needs parallel.tp > 1")
+    if cfg.hardware.dtype not in caps.dtypes:
+        _fail(f"hardware.dtype={cfg.hardware.dtype}: expected one of {', '.join(caps.dtypes)}")
+
+
+def check_sequence(cfg: JobConfig) -> None:
+    """Training sequences fit the position tables, and LongRoPE factors match the head size."""
+    m, s = cfg.model, cfg.train.seq_length
+    if s > m.max_position_embeddings:
+        _fail(f"train.seq_length={s} exceeds model.max_position_embeddings={m.max_position_embeddings}")
+    if m.rope.type == "longrope":
+        half = m.kv_channels // 2
+        for key in ("short_factor", "long_factor"):
+            factors = getattr(m.rope, key)
+            if factors is None or len(factors) != half:
+                got = "null" if factors is None else f"{len(factors)} values"
+                _fail(f"model.rope.{key}: LongRoPE needs head_dim/2={half} factors, got {got}")
+        if m.rope.original_max_position_embeddings is None:
+            _fail("model.rope.original_max_position_embeddings is required for model.rope.type=longrope")
+
+
+def check_stage(cfg: JobConfig) -> None:
+    """Each stage has the fields it needs."""
+    st = cfg.stage
+    if st.name in ("qat", "distill") and not st.init_from:
+        _fail(f"stage.init_from is required for stage={st.name} (a checkpoint or run directory)")
+    if st.name == "qat" and not cfg.quant.enabled:
+        _fail("stage=qat needs a quantizer: set quant=ternary_g128 (or another ternary preset)")
+    if st.name == "distill":
+        if not st.teacher_from:
+            _fail("stage.teacher_from is required for stage=distill (the teacher's checkpoint or run)")
+        if not 0.0 <= st.alpha <= 1.0:
+            _fail(f"stage.alpha={st.alpha}: expected a value in [0, 1]")
+        if st.temperature <= 0:
+            _fail(f"stage.temperature={st.temperature}: must be positive")
+    if st.lr is not None and st.lr <= 0:
+        _fail(f"stage.lr={st.lr}: must be positive")
+    if st.rewarmup_steps < 0:
+        _fail(f"stage.rewarmup_steps={st.rewarmup_steps}: must be >= 0")
+    tokens = parse_tokens(st.tokens)
+    if tokens == "auto" and st.name == "pretrain":
+        _fail("stage.tokens=auto only applies to stage=qat (2x the source run's decay tokens)")
+
+
+def check_schedule(cfg: JobConfig) -> None:
+    """Warmup and decay fit inside the run."""
+    o, steps = cfg.optim, cfg.train.steps
+    if not 0.0 <= o.decay_fraction <= 1.0:
+        _fail(f"optim.decay_fraction={o.decay_fraction}: expected a value in [0, 1]")
+    if o.warmup_steps < 0:
+        _fail(f"optim.warmup_steps={o.warmup_steps}: must be >= 0")
+    if parse_tokens(cfg.stage.tokens) is None and o.warmup_steps + math.floor(o.decay_fraction * steps) > steps:
+        _fail(
+            f"optim.warmup_steps={o.warmup_steps} + decay ({o.decay_fraction} x train.steps={steps}) "
+            "exceeds train.steps"
+        )
+    if o.decay_half_life <= 0:
+        _fail(f"optim.decay_half_life={o.decay_half_life}: must be positive")
+    if not 0.0 <= o.min_lr_ratio < 1.0:
+        _fail(f"optim.min_lr_ratio={o.min_lr_ratio}: expected a value in [0, 1)")
+
+
+def check_data(cfg: JobConfig) -> None:
+    """The mixture has sources with positive weights and a usable held-out split."""
+    d = cfg.data
+    if not d.sources:
+        _fail("data.sources is empty: name at least one dataset")
+    for i, src in enumerate(d.sources):
+        if src.weight <= 0:
+            _fail(f"data.sources[{i}].weight={src.weight}: must be positive")
+        if not src.inputs:
+            _fail(f"data.sources[{i}].inputs is empty")
+    if not 0.0 < d.valid_fraction < 0.5:
+        _fail(f"data.valid_fraction={d.valid_fraction}: expected a value in (0, 0.5)")
+
+
+def check_intervals(cfg: JobConfig) -> None:
+    """Cadences are non-negative."""
+    for key, value in (
+        ("train.eval_interval", cfg.train.eval_interval),
+        ("train.save_interval", cfg.train.save_interval),
+        ("train.eval_batches", cfg.train.eval_batches),
+    ):
+        if value < 0:
+            _fail(f"{key}={value}: must be >= 0")
+    if cfg.tracking.log_interval <= 0:
+        _fail(f"tracking.log_interval={cfg.tracking.log_interval}: must be positive")
+
+
+RULES: tuple[Callable[[JobConfig], None], ...] = (
+    check_choices,
+    check_positive_sizes,
+    check_heads,
+    check_tensor_parallel,
+    check_quant,
+    check_world,
+    check_batch,
+    check_backend,
+    check_sequence,
+    check_stage,
+    check_schedule,
+    check_data,
+    check_intervals,
+)
+
+
+def validate(cfg: JobConfig) -> None:
+    """Run every rule; raise ConfigError on the first that fails."""
+    for rule in RULES:
+        rule(cfg)

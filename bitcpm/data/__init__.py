@@ -1,0 +1,1 @@
+"""Data layer: built-in corpus, tokenizers, dataset preparation and sampling."""

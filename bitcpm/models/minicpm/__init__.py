@@ -1,0 +1,1 @@
+"""MiniCPM decoder on megatron-core with MiniCPM's muP scalings."""

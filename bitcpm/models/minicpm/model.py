@@ -1,0 +1,102 @@
+"""Builds the MiniCPM decoder as a megatron-core GPTModel with the local (no Transformer Engine) spec."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer import TransformerConfig
+from megatron.core.utils import init_method_normal
+
+from bitcpm.config.model import ModelConfig
+from bitcpm.models.minicpm.mup import apply_mup
+from bitcpm.models.minicpm.rope import apply_longrope
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def transformer_config(
+    cfg: ModelConfig,
+    *,
+    tp: int = 1,
+    dtype: str = "float32",
+    sequence_parallel: bool = False,
+    recompute: str = "none",
+    use_cpu_initialization: bool = True,
+) -> TransformerConfig:
+    """megatron TransformerConfig of a MiniCPM model: pre-norm RMSNorm, SwiGLU, GQA, no biases, no dropout."""
+    hidden_std = cfg.init_std / math.sqrt(cfg.width_mult)
+    torch_dtype = DTYPES[dtype]
+    recompute_kwargs = {}
+    if recompute != "none":
+        recompute_kwargs = {"recompute_granularity": recompute}
+        if recompute == "full":
+            recompute_kwargs |= {"recompute_method": "uniform", "recompute_num_layers": 1}
+    return TransformerConfig(
+        num_layers=cfg.num_layers,
+        hidden_size=cfg.hidden_size,
+        ffn_hidden_size=cfg.intermediate_size,
+        num_attention_heads=cfg.num_attention_heads,
+        num_query_groups=cfg.num_kv_heads,
+        kv_channels=cfg.kv_channels,
+        normalization="RMSNorm",
+        layernorm_epsilon=cfg.norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        # muP init (MiniCPM paper Table 7): hidden matrices init_std/sqrt(m); MiniCPM scales residual
+        # branches by scale_depth/sqrt(L) in the forward instead of Megatron's depth-scaled output init.
+        init_method=init_method_normal(hidden_std),
+        output_layer_init_method=init_method_normal(hidden_std),
+        embedding_init_method=init_method_normal(cfg.init_std),
+        init_method_std=hidden_std,
+        embedding_init_method_std=cfg.init_std,
+        tensor_model_parallel_size=tp,
+        sequence_parallel=sequence_parallel,
+        params_dtype=torch_dtype,
+        pipeline_dtype=torch_dtype,
+        bf16=torch_dtype == torch.bfloat16,
+        use_cpu_initialization=use_cpu_initialization,
+        **recompute_kwargs,
+    )
+
+
+def build_minicpm(
+    cfg: ModelConfig,
+    *,
+    seq_length: int,
+    tp: int = 1,
+    dtype: str = "float32",
+    sequence_parallel: bool = False,
+    recompute: str = "none",
+    use_cpu_initialization: bool = True,
+) -> GPTModel:
+    """A MiniCPM GPTModel for this rank's tensor-parallel shard, muP hooks registered."""
+    config = transformer_config(
+        cfg,
+        tp=tp,
+        dtype=dtype,
+        sequence_parallel=sequence_parallel,
+        recompute=recompute,
+        use_cpu_initialization=use_cpu_initialization,
+    )
+    model = GPTModel(
+        config=config,
+        transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        vocab_size=cfg.vocab_size,
+        max_sequence_length=cfg.max_position_embeddings,
+        share_embeddings_and_output_weights=cfg.tie_embeddings,
+        position_embedding_type="rope",
+        rotary_base=int(cfg.rope.theta),
+        parallel_output=True,
+    )
+    if cfg.rope.type == "longrope":
+        apply_longrope(model.rotary_pos_emb, cfg.rope, seq_length)
+    apply_mup(model, cfg)
+    return model

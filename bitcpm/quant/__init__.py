@@ -1,0 +1,1 @@
+"""Quantization-aware training: ternary fake quantization and the converter that applies it."""

@@ -1,0 +1,40 @@
+"""Run directories keyed by a hash of what changes the math, so re-running a command resumes it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bitcpm.config.root import JobConfig
+
+
+def math_relevant(job: JobConfig) -> dict[str, Any]:
+    """The parts of a job that change the trained weights (not tracking, launcher, cadences)."""
+    data = asdict(job.data)
+    data.pop("cache_dir")
+    return {
+        "model": asdict(job.model),
+        "quant": asdict(job.quant),
+        "stage": asdict(job.stage),
+        "data": data,
+        "optim": asdict(job.optim),
+        "train": {k: getattr(job.train, k) for k in ("seq_length", "steps", "seed")},
+        "batch": job.parallel.global_batch_size,
+        "dtype": job.hardware.dtype,
+    }
+
+
+def config_hash(job: JobConfig) -> str:
+    """Short stable hash of math_relevant(job)."""
+    blob = json.dumps(math_relevant(job), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def run_dir_for(job: JobConfig) -> Path:
+    """outputs/<model>-<stage>-<quant>-<hash>: readable, and identical for identical math."""
+    quant = "bf16" if not job.quant.enabled else f"t{job.quant.group_size}"
+    name = f"{job.model.name}-{job.stage.name}-{quant}-{config_hash(job)}"
+    return Path(job.train.output_root) / name

@@ -1,0 +1,197 @@
+"""Tracker backed by an MLflow tracking store through MlflowClient (no fluent, process-global run state)."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import LifecycleStage, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from bitcpm.tracking import limits
+from bitcpm.tracking.base import Tracker
+from bitcpm.tracking.keys import KeyMapper
+from bitcpm.tracking.run_info import UNKNOWN, scrub_secrets
+from bitcpm.tracking.store_uri import default_artifact_location, sqlite_path
+
+log = logging.getLogger(__name__)
+
+# Params cannot change once logged; a resumed run with a different value records it under this prefix.
+RESUME_PARAM_TAG_PREFIX = "bitcpm.resume.param."
+_BAD_RUN_ID_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # containers often run under a uid without a passwd entry
+        return UNKNOWN
+
+
+def system_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """MLflow's own run tags, which the fluent API fills in but MlflowClient leaves to the caller."""
+    system = {
+        "mlflow.user": _user(),
+        "mlflow.source.name": sys.argv[0] or "python",
+        "mlflow.source.type": "LOCAL",
+    }
+    commit = tags.get("bitcpm.git.commit", UNKNOWN)
+    if commit != UNKNOWN:
+        system["mlflow.source.git.commit"] = commit
+    return system
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """Id of the named experiment, creating it (or restoring it from the trash) when needed."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as exc:
+            # A parallel sweep job may have created it between our lookup and our create.
+            experiment = client.get_experiment_by_name(name)
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or experiment is None:
+                raise
+    if experiment.lifecycle_stage == LifecycleStage.DELETED:
+        # A deleted experiment still owns its name, so creating a new one would fail.
+        log.warning("MLflow experiment %r was deleted; restoring it", name)
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+class MlflowTracker(Tracker):
+    """Logs one MLflow run, keeping every request within MLflow's batch and length limits."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        super().__init__()
+        self.client = client
+        self.run_id = run_id
+        self._param_keys = KeyMapper(limits.MAX_ENTITY_KEY_LENGTH)
+        self._tag_keys = KeyMapper(limits.MAX_ENTITY_KEY_LENGTH)
+        self._metric_keys = KeyMapper(limits.MAX_ENTITY_KEY_LENGTH)
+
+    def _ensure_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"MLflow run {self.run_id} is already closed")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params the run lacks; a changed value goes to a tag because params are immutable."""
+        self._ensure_open()
+        existing = self.client.get_run(self.run_id).data.params
+        new: list[Param] = []
+        changed: dict[str, str] = {}
+        for name, value in scrub_secrets(params).items():
+            key = self._param_keys(name)
+            value = limits.truncate(value, limits.MAX_PARAM_VAL_LENGTH)
+            if key not in existing:
+                new.append(Param(key, value))
+            elif existing[key] != value:
+                changed[key] = value
+        for batch in limits.batches(new, limits.MAX_PARAMS_TAGS_PER_BATCH, lambda p: limits.json_size(p.key, p.value)):
+            self.client.log_batch(self.run_id, params=batch)
+        if changed:
+            log.warning(
+                "run %s already has different values for params %s; recording the new values as %s* tags",
+                self.run_id,
+                sorted(changed),
+                RESUME_PARAM_TAG_PREFIX,
+            )
+            self.set_tags({f"{RESUME_PARAM_TAG_PREFIX}{k}": v for k, v in changed.items()})
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Add or overwrite tags, secrets scrubbed and values truncated with a marker."""
+        self._ensure_open()
+        entries = [
+            RunTag(self._tag_keys(key), limits.truncate(value, limits.MAX_TAG_VAL_LENGTH))
+            for key, value in scrub_secrets(tags).items()
+        ]
+        for batch in limits.batches(
+            entries, limits.MAX_PARAMS_TAGS_PER_BATCH, lambda t: limits.json_size(t.key, t.value)
+        ):
+            self.client.log_batch(self.run_id, tags=batch)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log metrics at `step`; None values (e.g. a grad norm on a skipped step) are left out."""
+        self._ensure_open()
+        timestamp = int(time.time() * 1000)
+        entries = [
+            Metric(self._metric_keys(key), float(value), timestamp, int(step))
+            for key, value in metrics.items()
+            if value is not None
+        ]
+        max_count = min(limits.MAX_METRICS_PER_BATCH, limits.MAX_ENTITIES_PER_BATCH)
+        for batch in limits.batches(entries, max_count, lambda m: limits.json_size(m.key)):
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Upload a file or a whole directory into the run's artifacts."""
+        self._ensure_open()
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        else:
+            raise FileNotFoundError(f"artifact to log does not exist: {path}")
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Store text as an artifact file."""
+        self._ensure_open()
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def _finish(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _resume(client: MlflowClient, run_id: str, experiment: str) -> MlflowTracker:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code not in _BAD_RUN_ID_CODES:
+            raise
+        raise ValueError(f"cannot resume MLflow run {run_id!r}: {exc.message}") from exc
+    if run.info.lifecycle_stage == LifecycleStage.DELETED:
+        raise ValueError(f"cannot resume MLflow run {run_id!r}: it has been deleted")
+    actual = client.get_experiment(run.info.experiment_id).name
+    if actual != experiment:
+        log.warning("resuming run %s in experiment %r, not the configured %r", run_id, actual, experiment)
+    client.update_run(run_id, status="RUNNING")
+    return MlflowTracker(client, run_id)
+
+
+def start_mlflow_run(
+    *,
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    resume_run_id: str | None = None,
+) -> MlflowTracker:
+    """Create (or resume) a run in `experiment` at tracking `uri` and log its params and tags."""
+    database = sqlite_path(uri)
+    if database is not None:
+        # sqlite creates the file but not missing parent directories.
+        database.parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
+    if resume_run_id:
+        tracker = _resume(client, resume_run_id, experiment)
+    else:
+        experiment_id = ensure_experiment(client, experiment, default_artifact_location(uri))
+        tracker = MlflowTracker(client, client.create_run(experiment_id, run_name=run_name).info.run_id)
+    try:
+        tracker.set_tags({**system_tags(tags), **tags})
+        tracker.log_params(params)
+    except BaseException:
+        # Leave no run dangling in RUNNING; the original error matters more than a failed close.
+        with contextlib.suppress(Exception):
+            tracker.close("FAILED")
+        raise
+    return tracker

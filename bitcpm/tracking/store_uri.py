@@ -1,0 +1,40 @@
+"""Tracking-store URI resolution: default sqlite store and where its artifacts live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_SQLITE_FILE = "mlflow.db"
+ARTIFACTS_DIRNAME = "mlartifacts"
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """Database file of a `sqlite:///` URI, or None for other stores and in-memory databases."""
+    if not uri.startswith(_SQLITE_PREFIX):
+        return None
+    path = uri[len(_SQLITE_PREFIX) :].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def resolve_store_uri(uri: str | None) -> str:
+    """Return the tracking URI to use; None means sqlite:///mlflow.db in the working directory."""
+    uri = uri or f"{_SQLITE_PREFIX}{DEFAULT_SQLITE_FILE}"
+    path = sqlite_path(uri)
+    if path is None:
+        return uri
+    # Pin relative paths now: Hydra may chdir into the run's output directory later.
+    query = uri.partition("?")[2]
+    absolute = f"{_SQLITE_PREFIX}{path.resolve()}"
+    return f"{absolute}?{query}" if query else absolute
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """Artifact root for new experiments: next to a sqlite database, else the store's own default."""
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    # MLflow's default would be ./mlruns under whatever the working directory happens to be.
+    return (path.resolve().parent / ARTIFACTS_DIRNAME).as_uri()

@@ -1,0 +1,103 @@
+"""`python -m bitcpm.train key=value ...`: compose -> validate -> plan -> launch.
+
+This front end never imports torch or megatron: it composes and checks the config, prints the plan,
+writes the run directory and hands the job to a launcher, which starts `bitcpm.worker` on every rank.
+Hydra's own flags (--cfg job --resolve, --help, --info, -m, --config-dir) keep working.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bitcpm.compose import CommandLine, compose_job, expand_sweeps, one_line_error, parse_command_line
+from bitcpm.config.root import JobConfig
+
+WORKER_MODULE = "bitcpm.worker"
+
+
+def error_exit(message: str) -> int:
+    """Print a one-line error and return the exit code for a bad configuration."""
+    print(f"bitcpm: error: {message}", file=sys.stderr)
+    return 2
+
+
+def prepare_run_dir(job: JobConfig, overrides: list[str]) -> Path:
+    """Create the run directory and write the resolved config and the overrides that made it."""
+    from bitcpm.config.load import job_to_yaml
+    from bitcpm.rundir import run_dir_for
+
+    run_dir = run_dir_for(job)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = job_to_yaml(job)
+    existing = run_dir / "config.yaml"
+    if existing.exists() and existing.read_text() != config:
+        # Same math hash but other settings (cadence, tracking, launcher): keep the newest for the record.
+        existing.replace(run_dir / "config.previous.yaml")
+    existing.write_text(config)
+    (run_dir / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides) or "[]\n")
+    return run_dir
+
+
+def launch_job(job: JobConfig, overrides: list[str]) -> int:
+    """Print the plan, then (unless dry_run) start the workers through the configured launcher."""
+    from bitcpm.plan import format_plan, make_plan
+
+    print(format_plan(job, make_plan(job)), flush=True)
+    if job.dry_run:
+        return 0
+    from launchers import LaunchRequest, get_launcher
+
+    run_dir = prepare_run_dir(job, overrides)
+    request = LaunchRequest(
+        worker_module=WORKER_MODULE,
+        worker_args=[str(run_dir / "config.yaml")],
+        run_dir=run_dir,
+        nodes=job.launcher.nodes,
+        procs_per_node=job.launcher.world_size(job.parallel.model_parallel_size) // job.launcher.nodes,
+        master_port=job.launcher.master_port,
+    )
+    return get_launcher(job.launcher.name).launch(request)
+
+
+def _hydra_main(cmd: CommandLine) -> int:
+    """Hand the command line to Hydra (printing configs, help, or running a multirun sweep)."""
+    import hydra
+    from omegaconf import DictConfig
+
+    from bitcpm.config.store import register_schema
+    from bitcpm.presets import conf_dir
+
+    register_schema()
+    codes: list[int] = []
+
+    @hydra.main(config_path=str(conf_dir()), config_name=cmd.config_name, version_base=None)
+    def task(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from bitcpm.config.load import to_job
+
+        overrides = list(HydraConfig.get().overrides.task)
+        codes.append(launch_job(to_job(cfg), overrides))
+
+    task()
+    return max(codes, default=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m bitcpm.train` and the `bitcpm-train` script."""
+    args = sys.argv[1:] if argv is None else argv
+    cmd = parse_command_line(args)
+    try:
+        combos = expand_sweeps(cmd.overrides) if cmd.multirun else [cmd.overrides]
+        jobs = [compose_job(cmd, combo) for combo in combos]
+    except Exception as exc:  # composition errors of every kind become one line, no traceback
+        return error_exit(one_line_error(exc))
+    if cmd.hydra_only or cmd.multirun:
+        sys.argv = [sys.argv[0], *args]
+        return _hydra_main(cmd)
+    return launch_job(jobs[0], cmd.overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

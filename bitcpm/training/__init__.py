@@ -1,0 +1,1 @@
+"""The worker side: distributed set-up, optimizer, schedule, loop, checkpoints (imports torch/megatron)."""

@@ -1,0 +1,232 @@
+"""One training run on one worker process: build everything, resume if possible, loop, report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from bitcpm.backends import get_backend
+from bitcpm.config.root import JobConfig
+from bitcpm.plan import flops_per_token
+from bitcpm.training import checkpoint as ckpt
+from bitcpm.training.distributed import DistInfo, barrier, init_distributed, shutdown_distributed
+from bitcpm.training.progress import Progress
+from bitcpm.training.stage import initial_weights_from, stage_schedule
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state()}
+
+
+def _run_name(job: JobConfig) -> str:
+    quant = "bf16" if not job.quant.enabled else f"ternary-g{job.quant.group_size}"
+    return job.tracking.run_name or f"{job.model.name}-{job.stage.name}-{quant}"
+
+
+class Session:
+    """Everything a worker holds during a run."""
+
+    def __init__(self, job: JobConfig, run_dir: Path, info: DistInfo, backend) -> None:
+        from bitcpm.models import build_model
+        from bitcpm.quant.converter import convert_to_ternary
+        from bitcpm.training.data import build_training_data
+        from bitcpm.training.optim import build_optimizer
+
+        self.job, self.run_dir, self.info, self.backend = job, run_dir, info, backend
+        p, t = job.parallel, job.train
+        self.data = build_training_data(job.data, t.seq_length, info.is_main, job.model.vocab_size)
+        self.model = build_model(
+            job.model,
+            seq_length=t.seq_length,
+            tp=p.tp,
+            dtype=job.hardware.dtype,
+            sequence_parallel=p.sequence_parallel,
+            recompute=p.recompute,
+        ).to(info.device)
+        self.quantized = convert_to_ternary(self.model, job.quant)
+        self.schedule, self.base_lr = stage_schedule(job)
+        self.optimizer = build_optimizer(self.model, job.model, job.optim, self.base_lr)
+        self.micro_per_step = p.global_batch_size // (p.micro_batch_size * info.dp_size)
+        self.tokens_per_step = p.global_batch_size * t.seq_length
+        self.flops_per_token = flops_per_token(job.model, t.seq_length)
+        self.step = 0
+        self.mlflow_run_id: str | None = None
+
+    # --- state -------------------------------------------------------------------------------------
+    def restore(self) -> str:
+        """Resume from the newest complete checkpoint of this run, or initialise from stage.init_from."""
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is not None:
+            state = ckpt.read_shard(latest, self.info.tp_rank)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"]["torch"])
+            self.step = state["step"]
+            self.mlflow_run_id = state.get("mlflow_run_id")
+            return f"resumed from {latest} (step {self.step})"
+        source = initial_weights_from(self.job)
+        if source is not None:
+            state = ckpt.read_shard(source, self.info.tp_rank)
+            self.model.load_state_dict(state["model"])
+            return f"initialised from {source}"
+        return "fresh start"
+
+    def save(self) -> Path | None:
+        """Write a complete checkpoint of the current step (all ranks; rank 0 publishes)."""
+        tmp = ckpt.temporary_dir(self.run_dir, self.step)
+        if self.info.dp_rank == 0:
+            ckpt.write_shard(
+                tmp,
+                self.info.tp_rank,
+                {
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "rng": _rng_state(),
+                    "step": self.step,
+                    "consumed_samples": self.step * self.job.parallel.global_batch_size,
+                    "mlflow_run_id": self.mlflow_run_id,
+                    "config": OmegaConf.to_container(OmegaConf.structured(self.job)),
+                },
+            )
+        barrier()
+        final = ckpt.publish(self.run_dir, self.step, keep_last=2) if self.info.is_main else None
+        barrier()
+        return final
+
+    # --- loop --------------------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[torch.Tensor]:
+        """This rank's micro-batches of `step`: global sample order, split over dp then accumulation."""
+        p, info = self.job.parallel, self.info
+        first = step * p.global_batch_size
+        out = []
+        for i in range(self.micro_per_step):
+            start = first + (i * info.dp_size + info.dp_rank) * p.micro_batch_size
+            out.append(self.data.train_micro_batch(start, p.micro_batch_size).to(info.device))
+        return out
+
+    def validate(self) -> float:
+        """Validation loss on the fixed held-out batches."""
+        from bitcpm.training.steps import evaluate
+
+        batches = self.data.valid_batches(
+            self.job.train.eval_batches,
+            self.job.parallel.micro_batch_size,
+            self.info.dp_rank,
+            self.info.dp_size,
+        )
+        return evaluate(self.model, [b.to(self.info.device) for b in batches])
+
+    def throughput(self, seconds: float) -> dict[str, float]:
+        """tokens/s, per device, model TFLOP/s per device and MFU (when the peak is known)."""
+        tps = self.tokens_per_step / seconds
+        per_device = tps / self.info.world_size
+        tflops = per_device * self.flops_per_token / 1e12
+        out = {
+            "step_time_s": seconds,
+            "tokens_per_s": tps,
+            "tokens_per_s_per_device": per_device,
+            "tflops_per_device": tflops,
+        }
+        if self.job.hardware.peak_tflops:
+            out["mfu"] = tflops / self.job.hardware.peak_tflops
+        return out
+
+
+def run_training(job: JobConfig, run_dir: Path) -> dict[str, float]:
+    """Train `job` in run_dir on this process's rank; returns the final metrics (rank 0's view)."""
+    from bitcpm.tracking import NullTracker, open_tracker
+    from bitcpm.training.optim import set_lr
+    from bitcpm.training.steps import train_step
+
+    backend = get_backend(job.hardware.device)
+    backend.prepare()
+    info = init_distributed(
+        backend, job.hardware.dist_backend, job.parallel.tp, job.parallel.pp, job.parallel.cp, job.train.seed
+    )
+    tracker = NullTracker()
+    try:
+        s = Session(job, run_dir, info, backend)
+        how = s.restore()
+        total = s.schedule.total_steps
+        say = print if info.is_main else (lambda *_a, **_k: None)
+        say(f"bitcpm: {how}; run directory {run_dir}")
+        if s.step >= total:
+            say(f"bitcpm: run already complete ({s.step}/{total} steps); nothing to do")
+            return {"step": float(s.step)}
+        if info.is_main:
+            tracker = open_tracker(
+                job.tracking,
+                run_name=_run_name(job),
+                params=asdict(job),
+                tags={
+                    "stage": job.stage.name,
+                    "run_dir": str(run_dir),
+                    "mlflow.source.name": "bitcpm.train",
+                    "quant": job.quant.method,
+                    "model": job.model.name,
+                },
+                resume_run_id=s.mlflow_run_id,
+            )
+            s.mlflow_run_id = tracker.run_id
+            tracker.log_artifact(run_dir / "config.yaml")
+            if (run_dir / "overrides.yaml").exists():
+                tracker.log_artifact(run_dir / "overrides.yaml")
+        entropies = s.data.valid_unigram_entropy()
+        for name, h in zip(s.data.names, entropies, strict=True):
+            say(f"bitcpm: held-out unigram entropy of '{name}': {h:.4f} nats/token")
+        metrics: dict[str, float] = {"unigram_entropy": entropies[0]}
+        val = s.validate()
+        say(f"bitcpm: step {s.step} validation loss {val:.4f}")
+        tracker.log_metrics({"val_loss": val, "unigram_entropy": entropies[0]}, step=s.step)
+        progress = Progress(total, start_step=s.step, log_every=job.tracking.log_interval)
+        log_every, eval_every, save_every = (
+            job.tracking.log_interval,
+            job.train.eval_interval,
+            job.train.save_interval,
+        )
+        while s.step < total:
+            lr = set_lr(s.optimizer, s.base_lr, s.schedule(s.step))
+            batches = s.micro_batches(s.step)
+            backend.synchronize()
+            t0 = time.perf_counter()
+            result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad)
+            backend.synchronize()
+            seconds = time.perf_counter() - t0
+            if not result.finite:
+                raise FloatingPointError(f"non-finite loss or gradient at step {s.step} (loss {result.loss})")
+            s.step += 1
+            perf = s.throughput(seconds)
+            if info.is_main:
+                progress.update(s.step - 1, result.loss, lr, perf["tokens_per_s"])
+            if s.step % log_every == 0 or s.step == total:
+                tracker.log_metrics(
+                    {
+                        "loss": result.loss,
+                        "lr": lr,
+                        "grad_norm": result.grad_norm,
+                        **perf,
+                        "tokens_seen": float(s.step * s.tokens_per_step),
+                    },
+                    step=s.step,
+                )
+            if (eval_every and s.step % eval_every == 0) or s.step == total:
+                val = s.validate()
+                tracker.log_metrics({"val_loss": val}, step=s.step)
+                if info.is_main:
+                    progress.message(f"bitcpm: step {s.step} validation loss {val:.4f}")
+            if (save_every and s.step % save_every == 0) or s.step == total:
+                s.save()
+        metrics |= {"val_loss": val, "loss": result.loss, "step": float(s.step)}
+        say(f"bitcpm: final validation loss {val:.4f} (held-out unigram entropy {entropies[0]:.4f})")
+        tracker.close("FINISHED")
+        return metrics
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    finally:
+        shutdown_distributed()

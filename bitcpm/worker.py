@@ -1,0 +1,35 @@
+"""Worker entry point: `python -m bitcpm.worker RUN_DIR/config.yaml`, one process per rank.
+
+Launchers start this module by name (local in-process, torchrun, Slurm, Ascend scripts); it reads the
+resolved config the front end wrote into the run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the training described by the config file given as the only argument."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bitcpm.worker RUN_DIR/config.yaml", file=sys.stderr)
+        return 2
+    config_path = Path(args[0])
+    from bitcpm.config.load import load_job
+    from bitcpm.config.validate import ConfigError
+
+    try:
+        job = load_job(config_path)
+        from bitcpm.training.session import run_training
+
+        run_training(job, config_path.parent)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"bitcpm: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

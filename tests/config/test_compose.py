@@ -1,0 +1,95 @@
+"""Every preset composes against the schema, and the front end stays free of torch/megatron."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bitcpm.compose import CommandLine, compose_job, expand_sweeps, parse_command_line
+from bitcpm.config.validate import ConfigError
+from bitcpm.presets import conf_dir
+
+GROUPS = ["model", "parallel", "quant", "stage", "data", "optim", "tracking", "launcher", "hardware"]
+
+# What each group needs so the rest of the default job stays valid with it.
+COMPANIONS = {
+    ("stage", "qat"): ["stage.init_from=some/run"],
+    ("stage", "distill"): ["stage.init_from=a", "stage.teacher_from=b"],
+    ("quant", "ternary_g256"): ["model=0.5b", "train.seq_length=256"],
+    ("parallel", "tp4"): ["model=wt100m", "quant=none"],
+    ("parallel", "tp8"): ["model=wt30m", "quant=none"],
+}
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def _companions(group: str, option: str) -> list[str]:
+    extra = COMPANIONS.get((group, option), [])
+    if group == "model" and option != "debug":
+        # Published sizes use the 73k MiniCPM vocabulary and wide layers: plan them in full precision.
+        extra = ["quant=none"]
+    if group == "hardware" and option != "cpu":
+        extra = []
+    return extra
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)], ids=lambda x: str(x))
+def test_every_preset_composes_and_validates(group: str, option: str) -> None:
+    overrides = [f"{group}={option}", *_companions(group, option)]
+    job = compose_job(CommandLine(), overrides)
+    node = getattr(job, group)
+    assert node is not None
+    if group == "model":
+        assert job.model.name == option
+        assert job.model.source, "every model preset cites its source"
+
+
+def test_every_experiment_composes() -> None:
+    for name in _options("experiment"):
+        job = compose_job(CommandLine(), [f"experiment={name}"])
+        assert job.experiment_name == name
+
+
+def test_default_job_is_the_debug_ternary_cpu_run() -> None:
+    job = compose_job(CommandLine(), [])
+    assert (job.model.name, job.quant.method, job.hardware.device, job.tracking.backend) == (
+        "debug",
+        "ternary",
+        "cpu",
+        "mlflow",
+    )
+
+
+def test_user_config_dir_adds_presets(tmp_path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text(
+        "defaults:\n  - debug\n  - _self_\nname: mine\nsource: test\nnum_layers: 2\n"
+    )
+    cmd = parse_command_line(["--config-dir", str(tmp_path), "model=mine"])
+    job = compose_job(cmd, cmd.overrides)
+    assert (job.model.name, job.model.num_layers, job.model.hidden_size) == ("mine", 2, 256)
+
+
+def test_multirun_expansion_validates_every_member() -> None:
+    combos = expand_sweeps(["optim.lr=1e-2,5e-3", "quant=none,ternary_g64"])
+    assert len(combos) == 4
+    assert ["optim.lr=0.01", "quant=ternary_g64"] in combos
+    bad = expand_sweeps(["parallel.tp=1,3"])
+    with pytest.raises(ConfigError, match="parallel.tp=3"):
+        for combo in bad:
+            compose_job(CommandLine(), combo)
+
+
+def test_plan_path_does_not_import_torch_or_megatron() -> None:
+    code = (
+        "import sys; from bitcpm.train import main; main(['model=8b', 'quant=none', 'dry_run=true']);"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'megatron', 'mlflow')];"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    assert "8.19B parameters" in out

@@ -1,0 +1,44 @@
+"""Parameter and FLOP counts against published numbers; rank layout order."""
+
+from __future__ import annotations
+
+import pytest
+
+from bitcpm.compose import CommandLine, compose_job
+from bitcpm.plan import count_params, flops_per_token, make_plan
+
+
+@pytest.mark.parametrize(
+    ("model", "total", "non_embedding"),
+    [
+        ("0.5b", 433.9e6, 358.66e6),  # tied; matches the 868 MB bf16 safetensors
+        ("1b", 1.3603e9, 1.2474e9),  # MiniCPM paper Table 2
+        ("8b", 8.19e9, 7.58e9),  # untied LM head
+    ],
+)
+def test_published_parameter_counts(model: str, total: float, non_embedding: float) -> None:
+    job = compose_job(CommandLine(), [f"model={model}", "quant=none"])
+    counts = count_params(job.model)
+    assert counts.total == pytest.approx(total, rel=0.01)
+    assert counts.non_embedding == pytest.approx(non_embedding, rel=0.01)
+
+
+def test_1b_non_embedding_matches_the_paper_exactly() -> None:
+    job = compose_job(CommandLine(), ["model=1b", "quant=none"])
+    assert count_params(job.model).non_embedding == 1_247_442_432  # MiniCPM paper Table 2, N
+
+
+def test_flops_per_token_definition() -> None:
+    job = compose_job(CommandLine(), ["model=1b", "quant=none"])
+    m = job.model
+    linears = 52 * (2 * 1536 * 1536 + 2 * 1536 * 512 + 3 * 1536 * 3840)
+    head = m.vocab_size * m.hidden_size  # tied, but the LM head matmul still costs FLOPs
+    assert flops_per_token(m, 4096) == 6 * (linears + head) + 6 * 52 * 4096 * 1536
+
+
+def test_rank_layout_is_tp_fastest() -> None:
+    job = compose_job(CommandLine(), ["parallel=tp2", "launcher.procs_per_node=4", "parallel.global_batch_size=16"])
+    plan = make_plan(job)
+    assert plan.world_size == 4 and plan.dp == 2
+    assert [(r.tp, r.dp) for r in plan.layout] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    assert plan.grad_accumulation == 1
