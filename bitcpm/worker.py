@@ -1,7 +1,9 @@
 """Worker entry point: `python -m bitcpm.worker RUN_DIR/config.yaml`, one process per rank.
 
 Launchers start this module by name (local in-process, torchrun, Slurm, Ascend scripts); it reads the
-resolved config the front end wrote into the run directory.
+resolved config the front end wrote into the run directory. Exit codes: 0 finished (or already
+complete), 2 bad configuration or input, 75 stopped by a signal after saving a complete checkpoint
+(resumable: rerunning the same command continues), anything else a crash.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     config_path = Path(args[0])
     from bitcpm.config.load import load_job
     from bitcpm.config.validate import ConfigError
+    from bitcpm.training.signals import EXIT_PREEMPTED
 
     try:
         job = load_job(config_path)
         from bitcpm.training.session import run_training
 
-        run_training(job, config_path.parent)
+        result = run_training(job, config_path.parent)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"bitcpm: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return EXIT_PREEMPTED if result.status == "preempted" else 0
 
 
 if __name__ == "__main__":

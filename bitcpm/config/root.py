@@ -35,6 +35,10 @@ class TrainConfig:
     """Steps between checkpoints; 0 saves only at the end."""
     output_root: str = "outputs"
     """Parent of run directories."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept per run (older ones are pruned)."""
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR2", "SIGINT"])
+    """Signals that stop the run gracefully: finish the step, save a checkpoint, exit for requeue."""
 
 
 @dataclass

@@ -67,3 +67,12 @@ def convert_to_ternary(model: torch.nn.Module, cfg: QuantConfig) -> list[str]:
     if not converted:
         raise ValueError(f"quant.targets={list(cfg.targets)} matched no module of the model")
     return converted
+
+
+def refresh_quantized_weights(model: torch.nn.Module) -> None:
+    """Called after every optimizer step: the latent weights changed, so cached ternary weights are stale.
+
+    The fake quantizer currently recomputes W_q on every forward, so there is nothing to refresh yet;
+    a once-per-step cache (reused across micro-batches and recompute) invalidates itself here.
+    """
+    del model

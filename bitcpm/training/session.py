@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from bitcpm.plan import flops_per_token
 from bitcpm.training import checkpoint as ckpt
 from bitcpm.training.distributed import DistInfo, barrier, init_distributed, shutdown_distributed
 from bitcpm.training.progress import Progress
+from bitcpm.training.signals import StopRequest
 from bitcpm.training.stage import initial_weights_from, stage_schedule
 
 
@@ -94,7 +95,11 @@ class Session:
                 },
             )
         barrier()
-        final = ckpt.publish(self.run_dir, self.step, keep_last=2) if self.info.is_main else None
+        final = (
+            ckpt.publish(self.run_dir, self.step, keep_last=self.job.train.keep_checkpoints)
+            if self.info.is_main
+            else None
+        )
         barrier()
         return final
 
@@ -137,96 +142,127 @@ class Session:
         return out
 
 
-def run_training(job: JobConfig, run_dir: Path) -> dict[str, float]:
-    """Train `job` in run_dir on this process's rank; returns the final metrics (rank 0's view)."""
-    from bitcpm.tracking import NullTracker, open_tracker
+@dataclass
+class RunResult:
+    """How a worker's run ended."""
+
+    status: str  # "finished" | "already_complete" | "preempted"
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _open_tracking(s: Session, run_dir: Path):
+    from bitcpm.tracking import open_tracker
+
+    job = s.job
+    tracker = open_tracker(
+        job.tracking,
+        run_name=_run_name(job),
+        params=asdict(job),
+        tags={
+            "stage": job.stage.name,
+            "model": job.model.name,
+            "quant": job.quant.method if not job.quant.enabled else f"ternary_g{job.quant.group_size}",
+            "run_dir": str(run_dir),
+            "config_hash": run_dir.name.rsplit("-", 1)[-1],
+            "mlflow.source.name": "bitcpm.train",
+        },
+        resume_run_id=s.mlflow_run_id,
+    )
+    s.mlflow_run_id = tracker.run_id
+    for name in ("config.yaml", "overrides.yaml"):
+        if (run_dir / name).exists():
+            tracker.log_artifact(run_dir / name)
+    return tracker
+
+
+def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
     from bitcpm.training.optim import set_lr
     from bitcpm.training.steps import train_step
 
+    job, info = s.job, s.info
+    total = s.schedule.total_steps
+    entropies = s.data.valid_unigram_entropy()
+    for name, h in zip(s.data.names, entropies, strict=True):
+        say(f"bitcpm: held-out unigram entropy of '{name}': {h:.4f} nats/token")
+    val = s.validate()
+    say(f"bitcpm: step {s.step} validation loss {val:.4f}")
+    tracker.log_metrics({"val_loss": val, "unigram_entropy": entropies[0]}, step=s.step)
+    progress = Progress(total, start_step=s.step, log_every=job.tracking.log_interval)
+    log_every, eval_every, save_every = job.tracking.log_interval, job.train.eval_interval, job.train.save_interval
+    loss = float("nan")
+    while s.step < total:
+        lr = set_lr(s.optimizer, s.base_lr, s.schedule(s.step))
+        batches = s.micro_batches(s.step)
+        s.backend.synchronize()
+        t0 = time.perf_counter()
+        result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad)
+        s.backend.synchronize()
+        seconds = time.perf_counter() - t0
+        if not result.finite:
+            raise FloatingPointError(f"non-finite loss or gradient at step {s.step} (loss {result.loss})")
+        s.step += 1
+        loss = result.loss
+        perf = s.throughput(seconds)
+        if info.is_main:
+            progress.update(s.step - 1, loss, lr, perf["tokens_per_s"])
+        if s.step % log_every == 0 or s.step == total:
+            metrics = {"loss": loss, "lr": lr, "grad_norm": result.grad_norm, **perf}
+            tracker.log_metrics(metrics | {"tokens_seen": float(s.step * s.tokens_per_step)}, step=s.step)
+        if (eval_every and s.step % eval_every == 0) or s.step == total:
+            val = s.validate()
+            tracker.log_metrics({"val_loss": val}, step=s.step)
+            if info.is_main:
+                progress.message(f"bitcpm: step {s.step} validation loss {val:.4f}")
+        if (save_every and s.step % save_every == 0) or s.step == total:
+            s.save()
+        if _stop_agreed(stop) and s.step < total:
+            s.save()
+            say(f"bitcpm: {stop.signal_name} received: saved step {s.step}, exiting for requeue")
+            tracker.set_tags({"stopped_by": stop.signal_name or "signal"})
+            return RunResult("preempted", s.step, {"loss": loss})
+    say(f"bitcpm: final validation loss {val:.4f} (held-out unigram entropy {entropies[0]:.4f})")
+    return RunResult("finished", s.step, {"val_loss": val, "loss": loss, "unigram_entropy": entropies[0]})
+
+
+def _stop_agreed(stop: StopRequest) -> bool:
+    """Every rank stops at the same step: any rank's signal counts (Slurm may signal them unevenly)."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if stop.requested else 0.0])
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() > 0 and stop.signal_name is None:
+        stop.signal_name = "peer-signal"
+    return bool(flag.item() > 0)
+
+
+def run_training(job: JobConfig, run_dir: Path) -> RunResult:
+    """Train `job` in run_dir on this process's rank."""
+    from bitcpm.tracking import NullTracker
+
     backend = get_backend(job.hardware.device)
     backend.prepare()
-    info = init_distributed(
-        backend, job.hardware.dist_backend, job.parallel.tp, job.parallel.pp, job.parallel.cp, job.train.seed
-    )
+    stop = StopRequest().install(job.train.stop_signals)
+    p = job.parallel
+    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed)
     tracker = NullTracker()
+    say = print if info.is_main else (lambda *_a, **_k: None)
     try:
         s = Session(job, run_dir, info, backend)
         how = s.restore()
-        total = s.schedule.total_steps
-        say = print if info.is_main else (lambda *_a, **_k: None)
-        say(f"bitcpm: {how}; run directory {run_dir}")
-        if s.step >= total:
-            say(f"bitcpm: run already complete ({s.step}/{total} steps); nothing to do")
-            return {"step": float(s.step)}
+        say(f"bitcpm: {how}; run directory {run_dir}", flush=True)
+        if s.step >= s.schedule.total_steps:
+            say(f"bitcpm: run already complete ({s.step}/{s.schedule.total_steps} steps); nothing to do")
+            return RunResult("already_complete", s.step)
         if info.is_main:
-            tracker = open_tracker(
-                job.tracking,
-                run_name=_run_name(job),
-                params=asdict(job),
-                tags={
-                    "stage": job.stage.name,
-                    "run_dir": str(run_dir),
-                    "mlflow.source.name": "bitcpm.train",
-                    "quant": job.quant.method,
-                    "model": job.model.name,
-                },
-                resume_run_id=s.mlflow_run_id,
-            )
-            s.mlflow_run_id = tracker.run_id
-            tracker.log_artifact(run_dir / "config.yaml")
-            if (run_dir / "overrides.yaml").exists():
-                tracker.log_artifact(run_dir / "overrides.yaml")
-        entropies = s.data.valid_unigram_entropy()
-        for name, h in zip(s.data.names, entropies, strict=True):
-            say(f"bitcpm: held-out unigram entropy of '{name}': {h:.4f} nats/token")
-        metrics: dict[str, float] = {"unigram_entropy": entropies[0]}
-        val = s.validate()
-        say(f"bitcpm: step {s.step} validation loss {val:.4f}")
-        tracker.log_metrics({"val_loss": val, "unigram_entropy": entropies[0]}, step=s.step)
-        progress = Progress(total, start_step=s.step, log_every=job.tracking.log_interval)
-        log_every, eval_every, save_every = (
-            job.tracking.log_interval,
-            job.train.eval_interval,
-            job.train.save_interval,
-        )
-        while s.step < total:
-            lr = set_lr(s.optimizer, s.base_lr, s.schedule(s.step))
-            batches = s.micro_batches(s.step)
-            backend.synchronize()
-            t0 = time.perf_counter()
-            result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad)
-            backend.synchronize()
-            seconds = time.perf_counter() - t0
-            if not result.finite:
-                raise FloatingPointError(f"non-finite loss or gradient at step {s.step} (loss {result.loss})")
-            s.step += 1
-            perf = s.throughput(seconds)
-            if info.is_main:
-                progress.update(s.step - 1, result.loss, lr, perf["tokens_per_s"])
-            if s.step % log_every == 0 or s.step == total:
-                tracker.log_metrics(
-                    {
-                        "loss": result.loss,
-                        "lr": lr,
-                        "grad_norm": result.grad_norm,
-                        **perf,
-                        "tokens_seen": float(s.step * s.tokens_per_step),
-                    },
-                    step=s.step,
-                )
-            if (eval_every and s.step % eval_every == 0) or s.step == total:
-                val = s.validate()
-                tracker.log_metrics({"val_loss": val}, step=s.step)
-                if info.is_main:
-                    progress.message(f"bitcpm: step {s.step} validation loss {val:.4f}")
-            if (save_every and s.step % save_every == 0) or s.step == total:
-                s.save()
-        metrics |= {"val_loss": val, "loss": result.loss, "step": float(s.step)}
-        say(f"bitcpm: final validation loss {val:.4f} (held-out unigram entropy {entropies[0]:.4f})")
-        tracker.close("FINISHED")
-        return metrics
+            tracker = _open_tracking(s, run_dir)
+        result = _loop(s, tracker, stop, say)
+        tracker.close("KILLED" if result.status == "preempted" else "FINISHED")
+        return result
     except BaseException:
         tracker.close("FAILED")
         raise
     finally:
+        stop.restore()
         shutdown_distributed()

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from bitcpm.quant.converter import refresh_quantized_weights
 from bitcpm.training.distributed import all_reduce_mean
 
 
@@ -100,6 +101,7 @@ def train_step(
     if finite:
         clip_gradients(model, norm, clip_grad)
         optimizer.step()
+        refresh_quantized_weights(model)
     else:
         optimizer.zero_grad(set_to_none=True)
     return StepResult(loss=float(total), grad_norm=float(norm), finite=finite)
