@@ -120,13 +120,14 @@ def compose_config(cmd: CommandLine, overrides: list[str]) -> DictConfig:
         return compose(config_name=cmd.config_name, overrides=extra)
 
 
-def compose_job(cmd: CommandLine, overrides: list[str]) -> JobConfig:
-    """Compose, type-check and validate one job."""
+def compose_job(cmd: CommandLine, overrides: list[str], check_rules: bool = True) -> JobConfig:
+    """Compose and type-check one job; check_rules also runs the cross-group validation."""
     from bitcpm.config.load import to_job
     from bitcpm.config.validate import validate
 
     job = to_job(compose_config(cmd, overrides))
-    validate(job)
+    if check_rules:
+        validate(job)
     return job
 
 

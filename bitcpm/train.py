@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = parse_command_line(args)
     try:
         combos = expand_sweeps(cmd.overrides) if cmd.multirun else [cmd.overrides]
-        jobs = [compose_job(cmd, combo) for combo in combos]
+        # Printing a config (--cfg) only needs it to compose; launching needs every rule to hold.
+        jobs = [compose_job(cmd, combo, check_rules=not cmd.hydra_only) for combo in combos]
     except Exception as exc:  # composition errors of every kind become one line, no traceback
         return error_exit(one_line_error(exc))
     if cmd.hydra_only or cmd.multirun:

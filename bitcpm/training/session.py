@@ -15,6 +15,7 @@ from bitcpm.config.root import JobConfig
 from bitcpm.plan import flops_per_token
 from bitcpm.training import checkpoint as ckpt
 from bitcpm.training.distributed import DistInfo, barrier, init_distributed, shutdown_distributed
+from bitcpm.training.metrics_log import MetricsLog
 from bitcpm.training.progress import Progress
 from bitcpm.training.signals import StopRequest
 from bitcpm.training.stage import initial_weights_from, stage_schedule
@@ -172,8 +173,29 @@ def _open_tracking(s: Session, run_dir: Path):
     s.mlflow_run_id = tracker.run_id
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / name).exists():
-            tracker.log_artifact(run_dir / name)
+            tracker.log_text(_mask_secrets((run_dir / name).read_text()), name)
     return tracker
+
+
+def _mask_secrets(text: str) -> str:
+    """Replace values of secret environment variables (a config may interpolate them) before upload."""
+    from bitcpm.tracking.run_info import secret_env_values
+
+    for secret in secret_env_values():
+        text = text.replace(secret, "***")
+    return text
+
+
+class Recorder:
+    """Sends metrics to the tracker and to RUN_DIR/metrics.jsonl (rank 0 only)."""
+
+    def __init__(self, tracker, log: MetricsLog | None) -> None:
+        self.tracker, self.log = tracker, log
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        if self.log is not None:
+            self.log.append(metrics, step)
+        self.tracker.log_metrics(metrics, step=step)
 
 
 def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
@@ -182,12 +204,13 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
 
     job, info = s.job, s.info
     total = s.schedule.total_steps
+    record = Recorder(tracker, MetricsLog(s.run_dir / "metrics.jsonl") if info.is_main else None)
     entropies = s.data.valid_unigram_entropy()
     for name, h in zip(s.data.names, entropies, strict=True):
         say(f"bitcpm: held-out unigram entropy of '{name}': {h:.4f} nats/token")
     val = s.validate()
     say(f"bitcpm: step {s.step} validation loss {val:.4f}")
-    tracker.log_metrics({"val_loss": val, "unigram_entropy": entropies[0]}, step=s.step)
+    record({"val_loss": val, "unigram_entropy": entropies[0]}, s.step)
     progress = Progress(total, start_step=s.step, log_every=job.tracking.log_interval)
     log_every, eval_every, save_every = job.tracking.log_interval, job.train.eval_interval, job.train.save_interval
     loss = float("nan")
@@ -208,10 +231,10 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
             progress.update(s.step - 1, loss, lr, perf["tokens_per_s"])
         if s.step % log_every == 0 or s.step == total:
             metrics = {"loss": loss, "lr": lr, "grad_norm": result.grad_norm, **perf}
-            tracker.log_metrics(metrics | {"tokens_seen": float(s.step * s.tokens_per_step)}, step=s.step)
+            record(metrics | {"tokens_seen": float(s.step * s.tokens_per_step)}, s.step)
         if (eval_every and s.step % eval_every == 0) or s.step == total:
             val = s.validate()
-            tracker.log_metrics({"val_loss": val}, step=s.step)
+            record({"val_loss": val}, s.step)
             if info.is_main:
                 progress.message(f"bitcpm: step {s.step} validation loss {val:.4f}")
         if (save_every and s.step % save_every == 0) or s.step == total:

@@ -93,3 +93,26 @@ def test_plan_path_does_not_import_torch_or_megatron() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
     assert "8.19B parameters" in out
+
+
+def test_every_sweep_study_expands_to_valid_jobs() -> None:
+    from bitcpm.presets import sweeps_dir
+    from bitcpm.sweeps import study_overrides
+
+    studies = sorted(p.stem for p in sweeps_dir().glob("*.yaml"))
+    assert studies
+    for name in studies:
+        combos = expand_sweeps(study_overrides(name))
+        assert len(combos) > 1
+        for combo in combos:
+            compose_job(CommandLine(), combo)
+
+
+def test_cfg_job_resolve_prints_the_resolved_config() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bitcpm.train", "model=8b", "stage=qat", "--cfg", "job", "--resolve"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "hidden_size: 4096" in proc.stdout and "name: qat" in proc.stdout and "lr: 0.005" in proc.stdout

@@ -1,0 +1,31 @@
+"""A local copy of every logged metric (RUN_DIR/metrics.jsonl): readable without MLflow, and exact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class MetricsLog:
+    """Appends one JSON object per logging call: {"step": n, "<metric>": value, ...}."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record metrics of a step (flushed at once so a killed run keeps what it logged)."""
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """All records of a metrics.jsonl file, in order."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def metric_series(path: Path, name: str) -> dict[int, float]:
+    """step -> value of one metric (a later record of the same step wins, as after a resume)."""
+    return {int(r["step"]): r[name] for r in read_metrics(path) if name in r}
