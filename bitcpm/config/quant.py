@@ -23,6 +23,10 @@ class QuantConfig:
     """Lower bound of the scale, so all-zero groups do not divide by zero."""
     activation_bits: int | None = None
     """Optional symmetric per-token activation fake-quant bits (None = weights only, BitCPM4's choice)."""
+    kernel: str = "auto"
+    """Scale+round+clamp implementation: 'eager', 'compile', 'triton' (CUDA) or 'auto' (compile on CUDA, else eager)."""
+    cache: bool = True
+    """Quantize each weight once per optimizer step and reuse it across micro-batches and recompute."""
 
     @property
     def enabled(self) -> bool:

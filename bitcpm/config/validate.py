@@ -46,6 +46,7 @@ def check_choices(cfg: JobConfig) -> None:
         "hardware.device": (cfg.hardware.device, tuple(CAPABILITIES)),
         "parallel.recompute": (cfg.parallel.recompute, ("none", "selective", "full")),
         "model.rope.type": (cfg.model.rope.type, ("default", "longrope")),
+        "train.nan_policy": (cfg.train.nan_policy, ("skip", "stop")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -142,6 +143,18 @@ def check_quant(cfg: JobConfig) -> None:
             )
     if q.activation_bits is not None and not 2 <= q.activation_bits <= 8:
         _fail(f"quant.activation_bits={q.activation_bits}: expected 2..8 or null")
+
+
+QUANT_KERNELS = ("auto", "eager", "compile", "triton")
+
+
+def check_quant_kernel(cfg: JobConfig) -> None:
+    """quant.kernel names an implementation the device can run (Triton kernels exist only for CUDA)."""
+    kernel, device = cfg.quant.kernel, cfg.hardware.device
+    if kernel not in QUANT_KERNELS:
+        _fail(f"quant.kernel={kernel}: expected one of {', '.join(QUANT_KERNELS)}")
+    if kernel == "triton" and device != "cuda":
+        _fail(f"quant.kernel=triton needs hardware.device=cuda (got {device}); use compile or eager")
 
 
 def world_size(cfg: JobConfig) -> int:
@@ -283,6 +296,7 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_heads,
     check_tensor_parallel,
     check_quant,
+    check_quant_kernel,
     check_world,
     check_batch,
     check_backend,

@@ -2,7 +2,8 @@
 
     s = max(mean(|W_g|), eps)          per group of `group_size` input elements (or per output row)
     W_q = clamp(round(W_g / s), -1, 1) * s
-    forward uses W + stopgrad(W_q - W) so gradients reach the latent full-precision weights unchanged.
+    forward uses W + stopgrad(W_q - W) so gradients reach the latent full-precision weights unchanged
+    (implemented as a custom autograd function whose value is W_q exactly, see straight_through).
 
 Only plain torch here (no megatron), so the math can be tested against a reference on its own.
 """
@@ -34,24 +35,65 @@ def ternary_scales(
     return grouped.abs().mean(dim=-1, keepdim=True).clamp_min(eps)
 
 
+def needs_reduction(group_size: int, row_group: dist.ProcessGroup | None) -> bool:
+    """True when a scale spans tensor-parallel ranks (per-channel scales of a split input dimension)."""
+    return group_size == -1 and row_group is not None and dist.get_world_size(row_group) > 1
+
+
+def quantize_local(weight: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
+    """W_q when every group lies on this rank: the reference the fused kernels (compile, Triton) implement.
+
+    Computed in fp32 whatever the weight's dtype, returned in the weight's dtype (no gradient).
+    """
+    rows, cols = weight.shape
+    g = cols if group_size == -1 else group_size
+    grouped = weight.detach().float().reshape(rows, cols // g, g)
+    scales = grouped.abs().mean(dim=-1, keepdim=True).clamp_min(eps)
+    q = torch.clamp(torch.round(grouped / scales), -1.0, 1.0) * scales
+    return q.reshape(rows, cols).to(weight.dtype)
+
+
 def ternary_quantize(
     weight: torch.Tensor, group_size: int, eps: float, row_group: dist.ProcessGroup | None = None
 ) -> torch.Tensor:
     """Ternary weights times their scale, in the weight's dtype (no gradient)."""
+    if not needs_reduction(group_size, row_group):
+        return quantize_local(weight, group_size, eps)
     rows, cols = weight.shape
-    g = cols if group_size == -1 else group_size
     scales = ternary_scales(weight, group_size, eps, row_group)
-    grouped = weight.detach().float().reshape(rows, cols // g, g)
+    grouped = weight.detach().float().reshape(rows, 1, cols)
     q = torch.clamp(torch.round(grouped / scales), -1.0, 1.0) * scales
     return q.reshape(rows, cols).to(weight.dtype)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward returns the quantized tensor itself; backward hands the gradient to the latent weight."""
+
+    @staticmethod
+    def forward(ctx, latent: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        # A view, not a copy: a cached W_q is shared by every micro-batch and recompute without new memory.
+        return quantized.view_as(quantized)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
+def straight_through(latent: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """STE `W + stopgrad(W_q - W)` without its two elementwise kernels: the value is exactly W_q.
+
+    The written-out form rounds twice (W_q - W, then + W) and can land one ulp away from W_q; this
+    returns W_q bit for bit (what an exported fake-quantized checkpoint holds) with the identical
+    gradient (dL/dW = dL/dW_q).
+    """
+    return _StraightThrough.apply(latent, quantized.detach())
 
 
 def ternary_fake_quant(
     weight: torch.Tensor, group_size: int, eps: float, row_group: dist.ProcessGroup | None = None
 ) -> torch.Tensor:
     """Straight-through estimator: the value of W_q, the gradient of W."""
-    q = ternary_quantize(weight, group_size, eps, row_group)
-    return weight + (q - weight).detach()
+    return straight_through(weight, ternary_quantize(weight, group_size, eps, row_group))
 
 
 def activation_fake_quant(x: torch.Tensor, bits: int, feature_group: dist.ProcessGroup | None = None) -> torch.Tensor:
