@@ -2,7 +2,8 @@
 
 Launchers start this module by name (local in-process, torchrun, Slurm, Ascend scripts); it reads the
 resolved config the front end wrote into the run directory. Exit codes: 0 finished (or already
-complete), 2 bad configuration or input, 75 stopped by a signal after saving a complete checkpoint
+complete), 2 bad configuration or input, 3 stopped on a NaN/inf after saving the last good state,
+75 stopped by a signal after saving a complete checkpoint
 (resumable: rerunning the same command continues), anything else a crash.
 """
 
@@ -21,16 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     config_path = Path(args[0])
     from bitcpm.config.load import load_job
     from bitcpm.config.validate import ConfigError
+    from bitcpm.training.session import NonFiniteError, run_training
     from bitcpm.training.signals import EXIT_PREEMPTED
 
     try:
         job = load_job(config_path)
-        from bitcpm.training.session import run_training
-
         result = run_training(job, config_path.parent)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"bitcpm: error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteError as exc:
+        print(f"bitcpm: error: {exc}", file=sys.stderr)
+        return 3
     return EXIT_PREEMPTED if result.status == "preempted" else 0
 
 

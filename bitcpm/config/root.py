@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from bitcpm.config.bench import BenchConfig
 from bitcpm.config.data import DataConfig
 from bitcpm.config.hardware import HardwareConfig
 from bitcpm.config.launcher import LauncherConfig
@@ -37,6 +38,10 @@ class TrainConfig:
     """Parent of run directories."""
     keep_checkpoints: int = 2
     """Complete checkpoints kept per run (older ones are pruned)."""
+    nan_policy: str = "skip"
+    """On a NaN/inf loss or gradient: 'skip' the batch (up to max_nan_skips times) or 'stop' after saving."""
+    max_nan_skips: int = 3
+    """Skipped batches allowed per run before the run stops (policy 'skip')."""
     stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR2", "SIGINT"])
     """Signals that stop the run gracefully: finish the step, save a checkpoint, exit for requeue."""
 
@@ -55,6 +60,8 @@ class JobConfig:
     launcher: LauncherConfig = MISSING
     hardware: HardwareConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    """Settings of `python -m bitcpm.bench` (ignored by training)."""
     dry_run: bool = False
     """Print the plan and stop before building anything."""
     experiment_name: str | None = None

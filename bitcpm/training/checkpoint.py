@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from bitcpm.training.faults import crash_point
+
 COMPLETE = "COMPLETE"
 _PREFIX = "step_"
 
@@ -57,6 +59,7 @@ def write_shard(tmp_dir: Path, tp_rank: int, state: dict[str, Any]) -> None:
     target = tmp_dir / shard_name(tp_rank)
     partial = target.with_suffix(".partial")
     torch.save(state, partial)
+    crash_point("shard_write", state.get("step"))
     _fsync_file(partial)
     os.replace(partial, target)
 
@@ -70,9 +73,11 @@ def publish(run_dir: Path, step: int, keep_last: int) -> Path:
     """Rank 0, after every shard is written: rename into place, mark complete, prune old ones."""
     root = checkpoint_root(run_dir)
     tmp, final = temporary_dir(run_dir, step), _step_dir(root, step)
+    crash_point("before_rename", step)
     if final.exists():  # a re-save of the same step (e.g. after a crash between rename and marker)
         shutil.rmtree(final)
     os.replace(tmp, final)
+    crash_point("before_marker", step)
     marker = final / COMPLETE
     marker.write_text(f"{step}\n")
     _fsync_file(marker)
@@ -86,7 +91,26 @@ def prune(run_dir: Path, keep_last: int) -> None:
         return
     for old in complete_checkpoints(run_dir)[:-keep_last]:
         (old / COMPLETE).unlink(missing_ok=True)
+        crash_point("during_prune")
         shutil.rmtree(old, ignore_errors=True)
+
+
+def saved_tp(ckpt_dir: Path) -> int:
+    """Tensor-parallel size a checkpoint was written with (one shard file per tp rank)."""
+    return len(list(ckpt_dir.glob("shard_tp*_pp00.pt")))
+
+
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    """Staging directories and unmarked checkpoints left by a crash (ignored, reported)."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not (p / COMPLETE).exists())
+
+
+def discard(path: Path) -> None:
+    """Remove an incomplete checkpoint directory."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def read_shard(ckpt_dir: Path, tp_rank: int) -> dict[str, Any]:

@@ -57,25 +57,53 @@ class Session:
         self.tokens_per_step = p.global_batch_size * t.seq_length
         self.flops_per_token = flops_per_token(job.model, t.seq_length)
         self.step = 0
+        self.nan_skips = 0
+        self.fresh_init_val_loss: float | None = None
         self.mlflow_run_id: str | None = None
 
     # --- state -------------------------------------------------------------------------------------
+    def _read_state(self, ckpt_dir: Path, with_optimizer: bool) -> dict[str, Any]:
+        """This rank's state from a checkpoint, resharded when it was written at another tp size."""
+        from bitcpm.training.reshard import reshard_model_state, reshard_optimizer_state
+
+        tp, rank = self.job.parallel.tp, self.info.tp_rank
+        saved = ckpt.saved_tp(ckpt_dir)
+        if saved == tp:
+            return ckpt.read_shard(ckpt_dir, rank)
+        shards = [ckpt.read_shard(ckpt_dir, r) for r in range(saved)]
+        state = dict(shards[0])
+        state["model"] = reshard_model_state(self.model, [sh["model"] for sh in shards], tp, rank)
+        if with_optimizer:
+            state["optimizer"] = reshard_optimizer_state(self.model, [sh["optimizer"] for sh in shards], tp, rank)
+        return state
+
     def restore(self) -> str:
         """Resume from the newest complete checkpoint of this run, or initialise from stage.init_from."""
+        partial = ckpt.incomplete_checkpoints(self.run_dir)
         latest = ckpt.latest_checkpoint(self.run_dir)
+        barrier()  # every rank has looked before rank 0 tidies up
+        if partial and self.info.is_main:
+            names = ", ".join(p.name for p in partial)
+            print(f"bitcpm: ignoring incomplete checkpoint(s) left by an interrupted save: {names}")
+            for p in partial:
+                ckpt.discard(p)
         if latest is not None:
-            state = ckpt.read_shard(latest, self.info.tp_rank)
+            state = self._read_state(latest, with_optimizer=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"]["torch"])
             self.step = state["step"]
+            self.nan_skips = state.get("nan_skips", 0)
             self.mlflow_run_id = state.get("mlflow_run_id")
             return f"resumed from {latest} (step {self.step})"
+        if partial:
+            print(f"bitcpm: no complete checkpoint in {self.run_dir}: starting from step 0")
         source = initial_weights_from(self.job)
         if source is not None:
-            state = ckpt.read_shard(source, self.info.tp_rank)
-            self.model.load_state_dict(state["model"])
-            return f"initialised from {source}"
+            # The loss of the freshly initialised model shows what the stage gains from its start.
+            self.fresh_init_val_loss = self.validate()
+            self.model.load_state_dict(self._read_state(source, with_optimizer=False)["model"])
+            return f"initialised from {source} (a fresh model's validation loss: {self.fresh_init_val_loss:.4f})"
         return "fresh start"
 
     def save(self) -> Path | None:
@@ -90,6 +118,7 @@ class Session:
                     "optimizer": self.optimizer.state_dict(),
                     "rng": _rng_state(),
                     "step": self.step,
+                    "nan_skips": self.nan_skips,
                     "consumed_samples": self.step * self.job.parallel.global_batch_size,
                     "mlflow_run_id": self.mlflow_run_id,
                     "config": OmegaConf.to_container(OmegaConf.structured(self.job)),
@@ -208,6 +237,8 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
     entropies = s.data.valid_unigram_entropy()
     for name, h in zip(s.data.names, entropies, strict=True):
         say(f"bitcpm: held-out unigram entropy of '{name}': {h:.4f} nats/token")
+    if s.fresh_init_val_loss is not None:
+        record({"val_loss_fresh_init": s.fresh_init_val_loss}, 0)
     val = s.validate()
     say(f"bitcpm: step {s.step} validation loss {val:.4f}")
     record({"val_loss": val, "unigram_entropy": entropies[0]}, s.step)
@@ -219,11 +250,11 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
         batches = s.micro_batches(s.step)
         s.backend.synchronize()
         t0 = time.perf_counter()
-        result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad)
+        result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad, step=s.step)
         s.backend.synchronize()
         seconds = time.perf_counter() - t0
         if not result.finite:
-            raise FloatingPointError(f"non-finite loss or gradient at step {s.step} (loss {result.loss})")
+            _handle_nonfinite(s, result, record, say)
         s.step += 1
         loss = result.loss
         perf = s.throughput(seconds)
@@ -246,6 +277,22 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
             return RunResult("preempted", s.step, {"loss": loss})
     say(f"bitcpm: final validation loss {val:.4f} (held-out unigram entropy {entropies[0]:.4f})")
     return RunResult("finished", s.step, {"val_loss": val, "loss": loss, "unigram_entropy": entropies[0]})
+
+
+class NonFiniteError(RuntimeError):
+    """Training stopped on a NaN/inf loss or gradient after saving the last good state."""
+
+
+def _handle_nonfinite(s: Session, result, record, say) -> None:
+    """Policy for a NaN/inf step (the update was already skipped): count it, or save and stop."""
+    s.nan_skips += 1
+    record({"nonfinite_steps": float(s.nan_skips), "nonfinite_loss": 1.0}, s.step + 1)
+    what = f"non-finite loss or gradient at step {s.step + 1} (loss {result.loss}, grad norm {result.grad_norm})"
+    if s.job.train.nan_policy == "skip" and s.nan_skips <= s.job.train.max_nan_skips:
+        say(f"bitcpm: warning: {what}: batch skipped ({s.nan_skips}/{s.job.train.max_nan_skips})")
+        return
+    s.save()  # the weights are still those of the last good step
+    raise NonFiniteError(f"{what}; saved the last good state at step {s.step} and stopped (train.nan_policy)")
 
 
 def _stop_agreed(stop: StopRequest) -> bool:
@@ -276,8 +323,9 @@ def run_training(job: JobConfig, run_dir: Path) -> RunResult:
         how = s.restore()
         say(f"bitcpm: {how}; run directory {run_dir}", flush=True)
         if s.step >= s.schedule.total_steps:
-            say(f"bitcpm: run already complete ({s.step}/{s.schedule.total_steps} steps); nothing to do")
-            return RunResult("already_complete", s.step)
+            val = s.validate()
+            say(f"bitcpm: run already complete ({s.step}/{s.schedule.total_steps} steps); validation loss {val:.4f}")
+            return RunResult("already_complete", s.step, {"val_loss": val})
         if info.is_main:
             tracker = _open_tracking(s, run_dir)
         result = _loop(s, tracker, stop, say)

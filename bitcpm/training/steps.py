@@ -12,6 +12,7 @@ from megatron.core import parallel_state
 
 from bitcpm.quant.converter import refresh_quantized_weights
 from bitcpm.training.distributed import all_reduce_mean
+from bitcpm.training.faults import crash_point, nan_injected
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,8 +86,9 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     micro_batches: list[torch.Tensor],
     clip_grad: float,
+    step: int | None = None,
 ) -> StepResult:
-    """Accumulate gradients over the micro-batches, average over dp, clip, update."""
+    """Accumulate gradients over the micro-batches, average over dp, clip, update (skipped if not finite)."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), dtype=torch.float32)
@@ -94,6 +96,9 @@ def train_step(
         loss = lm_loss(model, tokens) / len(micro_batches)
         loss.backward()
         total += loss.detach().cpu()
+    crash_point("mid_step", step)
+    if step is not None and nan_injected(step):
+        total = total * float("nan")
     average_data_parallel_grads(model)
     norm = grad_norm(model)
     all_reduce_mean(total, parallel_state.get_data_parallel_group())
