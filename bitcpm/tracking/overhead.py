@@ -1,0 +1,93 @@
+"""QAT throughput overhead of a training run against a BF16 bench of the same configuration.
+
+`python -m bitcpm.bench` tags its runs with a bench key: a hash of what sets the work per step (model,
+parallel layout and batch, sequence length, dtype) plus the device type and the number of devices,
+deliberately without `quant`. A QAT training run computes the same key from its own config, finds the
+newest finished BF16 bench child with that key in its MLflow experiment, and logs
+qat_overhead = 1 - its tokens/s per device / the bench's BF16 tokens/s per device.
+
+Left out of the key because they do not change the per-step work: quant (that is the comparison),
+stage, data (the bench may use synthetic tokens), optimizer values, steps, seed, tracking, launcher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+from bitcpm.config.root import JobConfig
+
+BENCH_KEY_TAG = "bitcpm.bench_key"
+BENCH_VARIANT_TAG = "bitcpm.bench_variant"
+BF16_VARIANT = "bf16"
+QAT_VARIANT = "qat"
+PER_DEVICE_METRIC = "tokens_per_s_per_device"
+
+
+def throughput_config(job: JobConfig) -> dict[str, Any]:
+    """The parts of a job that set the work of one optimizer step (quant excluded)."""
+    return {
+        "model": asdict(job.model),
+        "parallel": asdict(job.parallel),
+        "seq_length": job.train.seq_length,
+        "dtype": job.hardware.dtype,
+        "device": job.hardware.device,
+    }
+
+
+def device_name(device: str) -> str:
+    """What kind of accelerator this process computes on: the CUDA/NPU product name, or 'cpu'."""
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    module = getattr(torch, device, None)
+    try:
+        return str(module.get_device_name())  # type: ignore[union-attr]
+    except (AttributeError, RuntimeError, AssertionError):
+        return device
+
+
+def bench_key(job: JobConfig, world_size: int, device: str | None = None) -> str:
+    """Key of a throughput comparison: config minus quant, device type (default hardware.name), world size."""
+    blob = {
+        "config": throughput_config(job),
+        "device_name": device or job.hardware.name,
+        "world_size": world_size,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _client(source: Any) -> Any:
+    # An MlflowClient, or a Tracker holding one (MlflowTracker.client); a NullTracker has none.
+    client = getattr(source, "client", source)
+    return client if hasattr(client, "search_runs") else None
+
+
+def find_bf16_bench(source: Any, experiment: str, key: str) -> float | None:
+    """BF16 tokens/s per device of the newest finished bench with this key in `experiment`, or None."""
+    client = _client(source)
+    if client is None:
+        return None
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=(
+            f"tags.`{BENCH_KEY_TAG}` = '{key}' AND tags.`{BENCH_VARIANT_TAG}` = '{BF16_VARIANT}' "
+            "AND attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    return runs[0].data.metrics.get(PER_DEVICE_METRIC)
+
+
+def qat_overhead(qat_tokens_per_s: float, bf16_tokens_per_s: float) -> float:
+    """1 - QAT throughput / BF16 throughput (0.05 = QAT is 5% slower; negative = faster)."""
+    return 1.0 - qat_tokens_per_s / bf16_tokens_per_s
