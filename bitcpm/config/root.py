@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from bitcpm.config.bench import BenchConfig
-from bitcpm.config.bench import BenchConfig
 from bitcpm.config.data import DataConfig
 from bitcpm.config.hardware import HardwareConfig
 from bitcpm.config.launcher import LauncherConfig
@@ -61,8 +60,6 @@ class JobConfig:
     launcher: LauncherConfig = MISSING
     hardware: HardwareConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
-    bench: BenchConfig = field(default_factory=BenchConfig)
-    """Settings of `python -m bitcpm.bench` (ignored by training)."""
     bench: BenchConfig = field(default_factory=BenchConfig)
     """Settings of `python -m bitcpm.bench` (ignored by training)."""
     dry_run: bool = False
