@@ -13,6 +13,7 @@ from bitcpm.config.launcher import LauncherConfig
 from bitcpm.config.model import ModelConfig
 from bitcpm.config.optim import OptimConfig
 from bitcpm.config.parallel import ParallelConfig
+from bitcpm.config.pipeline import PipelineStageConfig
 from bitcpm.config.quant import QuantConfig
 from bitcpm.config.stage import StageConfig
 from bitcpm.config.tracking import TrackingConfig
@@ -62,6 +63,8 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     """Settings of `python -m bitcpm.bench` (ignored by training)."""
+    pipeline: list[PipelineStageConfig] = field(default_factory=list)
+    """Stages run in order (each a job of its own); empty for a single-stage job."""
     dry_run: bool = False
     """Print the plan and stop before building anything."""
     experiment_name: str | None = None

@@ -56,25 +56,52 @@ class Session:
         self.micro_per_step = p.global_batch_size // (p.micro_batch_size * info.dp_size)
         self.tokens_per_step = p.global_batch_size * t.seq_length
         self.flops_per_token = flops_per_token(job.model, t.seq_length)
+        self.loss_fn = self._distill_loss() if job.stage.name == "distill" else None
         self.step = 0
         self.nan_skips = 0
         self.fresh_init_val_loss: float | None = None
         self.mlflow_run_id: str | None = None
 
+    def _distill_loss(self):
+        """Build the frozen teacher from stage.teacher_from (its own size and precision) and the KD loss."""
+        from bitcpm.config.load import load_job
+        from bitcpm.models import build_model
+        from bitcpm.quant.converter import convert_to_ternary
+        from bitcpm.training.distill import make_distill_loss
+        from bitcpm.training.stage import resolve_checkpoint
+
+        job = self.job
+        source = resolve_checkpoint(job.stage.teacher_from, "stage.teacher_from")
+        teacher_job = load_job(source.parent.parent / "config.yaml")
+        if teacher_job.model.vocab_size != job.model.vocab_size:
+            raise ValueError(
+                f"stage.teacher_from: teacher vocab_size={teacher_job.model.vocab_size} differs from "
+                f"model.vocab_size={job.model.vocab_size}"
+            )
+        teacher = build_model(
+            teacher_job.model, seq_length=job.train.seq_length, tp=job.parallel.tp, dtype=teacher_job.hardware.dtype
+        ).to(self.info.device)
+        convert_to_ternary(teacher, teacher_job.quant)
+        teacher.load_state_dict(self._read_state(source, with_optimizer=False, model=teacher)["model"])
+        teacher.requires_grad_(False).eval()
+        self.teacher = teacher
+        return make_distill_loss(teacher, job.stage.alpha, job.stage.temperature)
+
     # --- state -------------------------------------------------------------------------------------
-    def _read_state(self, ckpt_dir: Path, with_optimizer: bool) -> dict[str, Any]:
+    def _read_state(self, ckpt_dir: Path, with_optimizer: bool, model: torch.nn.Module | None = None) -> dict[str, Any]:
         """This rank's state from a checkpoint, resharded when it was written at another tp size."""
         from bitcpm.training.reshard import reshard_model_state, reshard_optimizer_state
 
+        model = model or self.model
         tp, rank = self.job.parallel.tp, self.info.tp_rank
         saved = ckpt.saved_tp(ckpt_dir)
         if saved == tp:
             return ckpt.read_shard(ckpt_dir, rank)
         shards = [ckpt.read_shard(ckpt_dir, r) for r in range(saved)]
         state = dict(shards[0])
-        state["model"] = reshard_model_state(self.model, [sh["model"] for sh in shards], tp, rank)
+        state["model"] = reshard_model_state(model, [sh["model"] for sh in shards], tp, rank)
         if with_optimizer:
-            state["optimizer"] = reshard_optimizer_state(self.model, [sh["optimizer"] for sh in shards], tp, rank)
+            state["optimizer"] = reshard_optimizer_state(model, [sh["optimizer"] for sh in shards], tp, rank)
         return state
 
     def restore(self) -> str:
@@ -195,6 +222,7 @@ def _open_tracking(s: Session, run_dir: Path):
             "quant": job.quant.method if not job.quant.enabled else f"ternary_g{job.quant.group_size}",
             "run_dir": str(run_dir),
             "config_hash": run_dir.name.rsplit("-", 1)[-1],
+            "init_from": str(job.stage.init_from or ""),
             "mlflow.source.name": "bitcpm.train",
         },
         resume_run_id=s.mlflow_run_id,
@@ -250,7 +278,8 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
         batches = s.micro_batches(s.step)
         s.backend.synchronize()
         t0 = time.perf_counter()
-        result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad, step=s.step)
+        extra = {"loss_fn": s.loss_fn} if s.loss_fn is not None else {}
+        result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad, step=s.step, **extra)
         s.backend.synchronize()
         seconds = time.perf_counter() - t0
         if not result.finite:

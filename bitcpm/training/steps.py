@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -87,13 +88,14 @@ def train_step(
     micro_batches: list[torch.Tensor],
     clip_grad: float,
     step: int | None = None,
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = lm_loss,
 ) -> StepResult:
     """Accumulate gradients over the micro-batches, average over dp, clip, update (skipped if not finite)."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), dtype=torch.float32)
     for tokens in micro_batches:
-        loss = lm_loss(model, tokens) / len(micro_batches)
+        loss = loss_fn(model, tokens) / len(micro_batches)
         loss.backward()
         total += loss.detach().cpu()
     crash_point("mid_step", step)
