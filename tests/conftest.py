@@ -30,3 +30,16 @@ def only_run_dir(cwd: Path) -> Path:
     dirs = [p for p in (cwd / "out").iterdir() if p.is_dir()]
     assert len(dirs) == 1, dirs
     return dirs[0]
+
+
+@pytest.fixture(scope="module")
+def dist_cpu():
+    """megatron parallel state at TP=1 over gloo in this process."""
+    from bitcpm.backends import get_backend
+    from bitcpm.training.distributed import init_distributed, shutdown_distributed
+
+    backend = get_backend("cpu")
+    backend.prepare()
+    init_distributed(backend, "gloo", 1, 1, 1, seed=7)
+    yield
+    shutdown_distributed()

@@ -14,19 +14,6 @@ from bitcpm.config.model import ModelConfig
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(scope="module")
-def dist_cpu():
-    """megatron parallel state at TP=1 over gloo in this process."""
-    from bitcpm.backends import get_backend
-    from bitcpm.training.distributed import init_distributed, shutdown_distributed
-
-    backend = get_backend("cpu")
-    backend.prepare()
-    init_distributed(backend, "gloo", 1, 1, 1, seed=7)
-    yield
-    shutdown_distributed()
-
-
 def _model_cfg(*overrides: str) -> ModelConfig:
     return compose_job(CommandLine(), ["quant=none", *overrides]).model
 
