@@ -91,3 +91,39 @@ def test_mlflow_run_has_params_metrics_artifacts(tmp_path: Path, data_cache: Pat
     assert "hidden_size: 256" in config_text
     everything = str(run.data.params) + str(run.data.tags) + config_text
     assert "hunter2-very-secret" not in everything
+
+
+def test_mixture_of_user_jsonl_sources_with_a_tokenizer_directory(tmp_path: Path, data_cache: Path) -> None:
+    import json
+    import shutil
+
+    from bitcpm.data.tokenizer import BUILTIN_TOKENIZER_DIR
+
+    tok_dir = tmp_path / "my_tokenizer"
+    shutil.copytree(BUILTIN_TOKENIZER_DIR, tok_dir)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    for name, offset in (("a", 0), ("b", 4)):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for i in range(300):
+                text = " ".join(words[(offset + i + j) % len(words)] for j in range(60))
+                f.write(json.dumps({"body": f"Document {i}. {text}."}) + "\n")
+    sources = (
+        f"[{{name: a, inputs: [{tmp_path}/a.jsonl], weight: 3}}, {{name: b, inputs: [{tmp_path}/b.jsonl], weight: 1}}]"
+    )
+    proc = run_train(
+        [*SHORT, "train.steps=6", f"data.sources={sources}", f"data.tokenizer={tok_dir}", "data.text_key=body"],
+        tmp_path,
+        data_cache,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "unigram entropy of 'a'" in proc.stdout and "unigram entropy of 'b'" in proc.stdout
+    val = metric_series(only_run_dir(tmp_path) / "metrics.jsonl", "val_loss")
+    assert val[6] < val[0]
+
+
+def test_missing_input_file_is_a_one_line_error(tmp_path: Path, data_cache: Path) -> None:
+    proc = run_train([*SHORT, f"data.sources=[{{name: x, inputs: [{tmp_path}/nope.jsonl]}}]"], tmp_path, data_cache)
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("bitcpm: error:")]
+    assert len(errors) == 1 and "nope.jsonl" in errors[0]
+    assert "Traceback" not in proc.stderr
