@@ -82,7 +82,8 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
         for repeat in range(job.bench.repeats):
             for variant in order(repeat):
                 m = measure(jobs[variant], variant, repeat, info, backend, batches)
-                say(f"  repeat {repeat} {variant:>4}: {m.seconds / m.steps * 1e3:9.1f} ms/step", flush=True)
+                cpu = f" ({m.cpu_seconds / m.steps * 1e3:.1f} ms CPU time)" if info.device.type == "cpu" else ""
+                say(f"  repeat {repeat} {variant:>4}: {m.seconds / m.steps * 1e3:9.1f} ms/step{cpu}", flush=True)
                 measurements.append(m)
         workload = Workload(
             tokens_per_step=p.global_batch_size * job.train.seq_length,
@@ -92,7 +93,13 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
         )
         q = job.quant
         label = f"qat (ternary g{q.group_size}, {q.kernel}{', cached' if q.cache else ''})"
-        result = summarize(measurements, workload, label, memory_per_variant=reset_peak_memory(info.device))
+        result = summarize(
+            measurements,
+            workload,
+            label,
+            memory_per_variant=reset_peak_memory(info.device),
+            compute_on_host=info.device.type == "cpu",
+        )
         result.notes += _notes(job)
         return BenchOutcome(result, bench_key(job, info.world_size, device), device, info.world_size, info.is_main)
     finally:

@@ -108,11 +108,11 @@ def measure(job: JobConfig, variant: str, repeat: int, info: DistInfo, backend, 
     clip = job.optim.clip_grad
     _steps(model, optimizer, batches, 0, bench.warmup_steps, clip, variant)
     backend.synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     _steps(model, optimizer, batches, bench.warmup_steps, bench.timed_steps, clip, variant)
     backend.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = backend.peak_memory_bytes()
     del model, optimizer
     _release(info.device)
-    return Measurement(variant, repeat, seconds, bench.timed_steps, peak)
+    return Measurement(variant, repeat, seconds, bench.timed_steps, peak, cpu_seconds)

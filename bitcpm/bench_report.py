@@ -20,6 +20,8 @@ class Measurement:
     seconds: float
     steps: int
     peak_memory_bytes: int | None
+    cpu_seconds: float | None = None
+    """CPU time this process used over the timed steps (what the host, not a device, spent)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class VariantSummary:
     label: str
     rates: list[Rates]
     peak_memory_bytes: list[int | None]
+    cpu_seconds_per_step: list[float | None] = field(default_factory=list)
 
     def median(self, name: str) -> float | None:
         """Median of one Rates field over the repeats (None when it is unknown)."""
@@ -101,6 +104,8 @@ class BenchResult:
     memory_per_variant: bool
     """False where the backend's peak cannot be reset between variants (CPU: process peak RSS)."""
     notes: list[str] = field(default_factory=list)
+    compute_on_host: bool = False
+    """True for hardware.device=cpu: process CPU time then measures the compute itself."""
 
     @property
     def qat_overhead(self) -> float:
@@ -122,6 +127,20 @@ class BenchResult:
             return None
         return q / b - 1.0
 
+    @property
+    def cpu_time_overhead(self) -> float | None:
+        """1 - median BF16 CPU seconds per step / median QAT ones: on a CPU device, robust to other load.
+
+        Wall time on a shared CPU machine swings with whatever else runs; the CPU time the process itself
+        used does not (with one intra-op thread). Only meaningful when the host does the compute.
+        """
+        if not self.compute_on_host:
+            return None
+        b, q = self.bf16.cpu_seconds_per_step, self.qat.cpu_seconds_per_step
+        if not b or not q or any(v is None for v in b + q):
+            return None
+        return 1.0 - statistics.median(b) / statistics.median(q)  # type: ignore[type-var]
+
     def parent_metrics(self) -> dict[str, float]:
         """What the parent MLflow run records."""
         paired = self.paired_overheads
@@ -130,18 +149,27 @@ class BenchResult:
             "qat_overhead_paired_min": min(paired),
             "qat_overhead_paired_max": max(paired),
             "memory_overhead": self.memory_overhead,
+            "qat_overhead_cpu_time": self.cpu_time_overhead,
         }
         return {k: v for k, v in out.items() if v is not None}
 
 
-def summarize(measurements: list[Measurement], workload: Workload, qat_label: str, memory_per_variant: bool):
+def summarize(
+    measurements: list[Measurement],
+    workload: Workload,
+    qat_label: str,
+    memory_per_variant: bool,
+    compute_on_host: bool = False,
+) -> BenchResult:
     """Group measurements by variant (in repeat order) and attach the rates."""
 
     def variant(name: str, label: str) -> VariantSummary:
         mine = sorted((m for m in measurements if m.variant == name), key=lambda m: m.repeat)
-        return VariantSummary(name, label, [workload.rates(m) for m in mine], [m.peak_memory_bytes for m in mine])
+        cpu = [None if m.cpu_seconds is None else m.cpu_seconds / m.steps for m in mine]
+        return VariantSummary(name, label, [workload.rates(m) for m in mine], [m.peak_memory_bytes for m in mine], cpu)
 
-    return BenchResult(variant(BF16_VARIANT, "bf16 (quant=none)"), variant(QAT_VARIANT, qat_label), memory_per_variant)
+    bf16, qat = variant(BF16_VARIANT, "bf16 (quant=none)"), variant(QAT_VARIANT, qat_label)
+    return BenchResult(bf16, qat, memory_per_variant, compute_on_host=compute_on_host)
 
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
@@ -170,5 +198,8 @@ def format_table(result: BenchResult) -> str:
         if memory is not None
         else "QAT memory overhead: n/a (peak memory is a process-wide high-water mark on this backend)"
     )
+    cpu_time = result.cpu_time_overhead
+    if cpu_time is not None:
+        lines.append(f"QAT overhead by process CPU time: {cpu_time:.2%} (insensitive to other load on this machine)")
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)

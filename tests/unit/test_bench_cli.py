@@ -55,6 +55,7 @@ def test_bench_prints_table_and_records_parent_with_children(tmp_path: Path, cap
     out = capsys.readouterr().out
     assert "bf16 (quant=none)" in out and "qat (ternary g128, auto, cached)" in out
     assert "QAT overhead:" in out and "n/a (peak memory is a process-wide" in out
+    assert "QAT overhead by process CPU time:" in out
     assert out.count("repeat 0") == 2
 
     client = MlflowClient(tracking_uri=uri)
@@ -65,6 +66,7 @@ def test_bench_prints_table_and_records_parent_with_children(tmp_path: Path, cap
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
     assert "qat_overhead" in parent.data.metrics and "memory_overhead" not in parent.data.metrics  # CPU
+    assert "qat_overhead_cpu_time" in parent.data.metrics
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     by_variant = {c.data.tags["bitcpm.bench_variant"]: c for c in children}
     assert set(by_variant) == {"bf16", "qat"}

@@ -78,3 +78,18 @@ def test_bench_needs_a_quantizer_and_positive_counts() -> None:
 def test_bench_section_composes_with_defaults() -> None:
     b = compose_job(CommandLine(), ["bench.repeats=5", "bench.synthetic_data=false"]).bench
     assert (b.warmup_steps, b.timed_steps, b.repeats, b.synthetic_data) == (3, 10, 5, False)
+
+
+def test_cpu_time_overhead_only_when_the_host_computes() -> None:
+    runs = [
+        Measurement("bf16", 0, seconds=9.0, steps=2, peak_memory_bytes=None, cpu_seconds=2.0),
+        Measurement("qat", 0, seconds=1.0, steps=2, peak_memory_bytes=None, cpu_seconds=2.5),
+    ]
+    on_cpu = summarize(runs, _workload(None), "qat", memory_per_variant=False, compute_on_host=True)
+    # Wall time says QAT was 9x faster (another process stole the BF16 run's core); CPU time says 20% slower.
+    assert on_cpu.qat_overhead < 0
+    assert on_cpu.cpu_time_overhead == pytest.approx(0.2)
+    assert on_cpu.parent_metrics()["qat_overhead_cpu_time"] == pytest.approx(0.2)
+    assert "QAT overhead by process CPU time: 20.00%" in format_table(on_cpu)
+    on_gpu = summarize(runs, _workload(None), "qat", memory_per_variant=True)
+    assert on_gpu.cpu_time_overhead is None and "qat_overhead_cpu_time" not in on_gpu.parent_metrics()
