@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import getpass
 import logging
+import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from bitcpm.tracking import limits
 from bitcpm.tracking.base import Tracker
 from bitcpm.tracking.keys import KeyMapper
 from bitcpm.tracking.run_info import UNKNOWN, scrub_secrets
+from bitcpm.tracking.spool import MetricPoint, RunSpec
 from bitcpm.tracking.store_uri import default_artifact_location, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,31 @@ log = logging.getLogger(__name__)
 # Params cannot change once logged; a resumed run with a different value records it under this prefix.
 RESUME_PARAM_TAG_PREFIX = "bitcpm.resume.param."
 _BAD_RUN_ID_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+# Marks a run with the id of the open attempt that created it, so a retried create can find it.
+OPEN_ID_TAG = "bitcpm.open_id"
+
+# MLflow's HTTP defaults (7 retries with exponential backoff, 120 s timeout) stall a caller for about
+# four minutes per request while a server is down (measured: 247 s against a closed port). With a
+# spool behind the tracker, failing in milliseconds is better: the spool's loop does the retrying,
+# every few seconds, and all its requests are safe to repeat. No urllib3 retries at all: each one
+# would also log a "Retrying ..." warning wherever logging is configured.
+FAST_FAIL_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def use_fast_fail_http() -> dict[str, str]:
+    """Make this process's MLflow HTTP requests fail fast; values the user already set win.
+
+    MLflow reads these variables on every request and has no per-client setting, so they are
+    process-wide; returns the values now in effect.
+    """
+    for name, value in FAST_FAIL_HTTP_ENV.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in FAST_FAIL_HTTP_ENV}
 
 
 def _user() -> str:
@@ -117,12 +144,17 @@ class MlflowTracker(Tracker):
         ):
             self.client.log_batch(self.run_id, tags=batch)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Log metrics at `step`; None values (e.g. a grad norm on a skipped step) are left out."""
+    def log_metrics(self, metrics: Mapping[str, float], step: int, *, timestamp_ms: int | None = None) -> None:
+        """Log metrics at `step` (stamped now unless given); None values (e.g. a skipped grad norm) are left out."""
+        timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        self.log_metric_points([(metrics, step, timestamp)])
+
+    def log_metric_points(self, points: Iterable[MetricPoint]) -> None:
+        """Log metrics of many steps with their own timestamps in as few requests as MLflow's limits allow."""
         self._ensure_open()
-        timestamp = int(time.time() * 1000)
         entries = [
-            Metric(self._metric_keys(key), float(value), timestamp, int(step))
+            Metric(self._metric_keys(key), float(value), int(timestamp), int(step))
+            for metrics, step, timestamp in points
             for key, value in metrics.items()
             if value is not None
         ]
@@ -166,6 +198,25 @@ def _resume(client: MlflowClient, run_id: str, experiment: str) -> MlflowTracker
     return MlflowTracker(client, run_id)
 
 
+def _find_opened_run(client: MlflowClient, experiment_id: str, open_id: str) -> str | None:
+    """Id of the run an earlier attempt with this open id created (its reply may have been lost)."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{OPEN_ID_TAG}` = '{open_id}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def _client(uri: str) -> MlflowClient:
+    database = sqlite_path(uri)
+    if database is not None:
+        # sqlite creates the file but not missing parent directories.
+        database.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def attach_mlflow_run(uri: str, run_id: str) -> MlflowTracker:
+    """Tracker on an existing run that changes nothing on attach (for replaying records into it)."""
+    return MlflowTracker(_client(uri), run_id)
+
+
 def start_mlflow_run(
     *,
     uri: str,
@@ -174,18 +225,26 @@ def start_mlflow_run(
     params: Mapping[str, Any],
     tags: Mapping[str, str],
     resume_run_id: str | None = None,
+    open_id: str | None = None,
+    retry: bool = False,
 ) -> MlflowTracker:
-    """Create (or resume) a run in `experiment` at tracking `uri` and log its params and tags."""
-    database = sqlite_path(uri)
-    if database is not None:
-        # sqlite creates the file but not missing parent directories.
-        database.parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=uri)
+    """Create (or resume) a run in `experiment` at tracking `uri` and log its params and tags.
+
+    `open_id` tags a created run; with `retry`, a run an earlier attempt with that id created is
+    resumed instead of creating a second one (the earlier reply may have been lost in an outage).
+    """
+    client = _client(uri)
     if resume_run_id:
         tracker = _resume(client, resume_run_id, experiment)
     else:
         experiment_id = ensure_experiment(client, experiment, default_artifact_location(uri))
-        tracker = MlflowTracker(client, client.create_run(experiment_id, run_name=run_name).info.run_id)
+        earlier = _find_opened_run(client, experiment_id, open_id) if open_id and retry else None
+        if earlier is not None:
+            tracker = _resume(client, earlier, experiment)
+        else:
+            create_tags = {OPEN_ID_TAG: open_id} if open_id else None
+            run = client.create_run(experiment_id, run_name=run_name, tags=create_tags)
+            tracker = MlflowTracker(client, run.info.run_id)
     try:
         tracker.set_tags({**system_tags(tags), **tags})
         tracker.log_params(params)
@@ -195,3 +254,28 @@ def start_mlflow_run(
             tracker.close("FAILED")
         raise
     return tracker
+
+
+class MlflowRunOpener:
+    """Opens runs in one experiment of one tracking store; what ResilientTracker retries against."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri = uri
+        self.experiment = experiment
+
+    def open_run(self, spec: RunSpec, *, retry: bool = False) -> MlflowTracker:
+        """Create or resume the run `spec` describes (see start_mlflow_run for `retry`)."""
+        return start_mlflow_run(
+            uri=self.uri,
+            experiment=self.experiment,
+            run_name=spec.run_name,
+            params=spec.params,
+            tags=spec.tags,
+            resume_run_id=spec.resume_run_id,
+            open_id=spec.open_id,
+            retry=retry,
+        )
+
+    def attach_run(self, run_id: str) -> MlflowTracker:
+        """Tracker on an existing run, without touching its status, params or tags."""
+        return attach_mlflow_run(self.uri, run_id)
