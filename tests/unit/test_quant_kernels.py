@@ -152,3 +152,16 @@ def test_cuda_kernels_match_eager(kernel: str) -> None:
     want = quantize_local(w, 128, 1e-5)
     assert torch.equal(levels_and_scales(got, 128)[0], levels_and_scales(want, 128)[0])
     torch.testing.assert_close(got, want, rtol=2**-7, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_quantizer_never_synchronises() -> None:
+    w = weights(torch.bfloat16, seed=8).cuda().requires_grad_(True)
+    quantize_weight(w, 128, 1e-5, kernel="compile")  # compile outside the check
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = straight_through(w, quantize_weight(w, 128, 1e-5, kernel="compile"))
+        out.float().sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
