@@ -93,7 +93,7 @@ def replay_spool(cfg: TrackingSettings, spool_path: Path, run_id: str | None = N
     if cfg.backend != "mlflow":
         raise ValueError(f"spools are replayed into MLflow; tracking backend is {cfg.backend!r}")
     from bitcpm.tracking.mlflow_tracker import MlflowRunOpener, use_fast_fail_http
-    from bitcpm.tracking.resilient import replay_spool_file
+    from bitcpm.tracking.replay import replay_spool_file
 
     use_fast_fail_http()
     return replay_spool_file(MlflowRunOpener(resolve_store_uri(cfg.uri), cfg.experiment), Path(spool_path), run_id)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bitcpm.tracking.resilient import ResilientTracker, describe, is_permanent, replay_spool_file
+from bitcpm.tracking.replay import describe, is_permanent, replay_spool_file
+from bitcpm.tracking.resilient import ResilientTracker
 from bitcpm.tracking.spool import MetricPoint, RunSpec, Spool, rejected_path
 
 FAST = {"retry_interval_s": 0.05, "start_timeout_s": 2.0, "close_timeout_s": 5.0}
