@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict
 from typing import Any
 
 from bitcpm.config.root import JobConfig
+
+log = logging.getLogger(__name__)
 
 BENCH_KEY_TAG = "bitcpm.bench_key"
 BENCH_VARIANT_TAG = "bitcpm.bench_variant"
@@ -61,28 +64,40 @@ def bench_key(job: JobConfig, world_size: int, device: str | None = None) -> str
 
 
 def _client(source: Any) -> Any:
-    # An MlflowClient, or a Tracker holding one (MlflowTracker.client); a NullTracker has none.
+    # A tracking URI, an MlflowClient, or a Tracker holding one (MlflowTracker.client); a NullTracker has none.
+    if isinstance(source, str):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=source)
     client = getattr(source, "client", source)
     return client if hasattr(client, "search_runs") else None
 
 
 def find_bf16_bench(source: Any, experiment: str, key: str) -> float | None:
-    """BF16 tokens/s per device of the newest finished bench with this key in `experiment`, or None."""
+    """BF16 tokens/s per device of the newest finished bench with this key in `experiment`, or None.
+
+    source: a tracking URI, an MlflowClient or a tracker exposing `.client`. A store that cannot be
+    read gives None and a warning: the overhead metric is optional, the training run is not.
+    """
     client = _client(source)
     if client is None:
         return None
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    try:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=(
+                f"tags.`{BENCH_KEY_TAG}` = '{key}' AND tags.`{BENCH_VARIANT_TAG}` = '{BF16_VARIANT}' "
+                "AND attributes.status = 'FINISHED'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except Exception as exc:  # any store failure: report it, carry on without the metric
+        log.warning("no qat_overhead: could not search MLflow for a BF16 bench (%s)", exc)
         return None
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=(
-            f"tags.`{BENCH_KEY_TAG}` = '{key}' AND tags.`{BENCH_VARIANT_TAG}` = '{BF16_VARIANT}' "
-            "AND attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
     if not runs:
         return None
     return runs[0].data.metrics.get(PER_DEVICE_METRIC)

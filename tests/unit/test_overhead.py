@@ -85,3 +85,16 @@ def test_finds_newest_finished_bf16_child_with_the_key(client) -> None:
     holder = TrackerLike()
     holder.client = client  # type: ignore[attr-defined]
     assert find_bf16_bench(holder, "bitcpm", "k2") == 5.0
+    assert find_bf16_bench(client.tracking_uri, "bitcpm", "k2") == 5.0  # a tracking URI works too
+
+
+def test_an_unreadable_store_means_no_overhead_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def get_experiment_by_name(self, name: str):
+            raise ConnectionError("tracking server unreachable")
+
+        def search_runs(self, *args, **kwargs):
+            raise AssertionError("not reached")
+
+    assert find_bf16_bench(Broken(), "bitcpm", "k") is None
+    assert "could not search MLflow" in caplog.text
