@@ -61,6 +61,7 @@ class Session:
         self.nan_skips = 0
         self.fresh_init_val_loss: float | None = None
         self.mlflow_run_id: str | None = None
+        self.tracker: Any = None
 
     def _distill_loss(self):
         """Build the frozen teacher from stage.teacher_from (its own size and precision) and the KD loss."""
@@ -147,7 +148,8 @@ class Session:
                     "step": self.step,
                     "nan_skips": self.nan_skips,
                     "consumed_samples": self.step * self.job.parallel.global_batch_size,
-                    "mlflow_run_id": self.mlflow_run_id,
+                    # Read at save time: after an outage at start the run id only exists once the server is back.
+                    "mlflow_run_id": getattr(self.tracker, "run_id", None) or self.mlflow_run_id,
                     "config": OmegaConf.to_container(OmegaConf.structured(self.job)),
                 },
             )
@@ -226,8 +228,10 @@ def _open_tracking(s: Session, run_dir: Path):
             "mlflow.source.name": "bitcpm.train",
         },
         resume_run_id=s.mlflow_run_id,
+        # Metrics the server cannot take (outage) wait here and are replayed, now or on the next start.
+        spool_path=run_dir / "mlflow_spool.jsonl",
     )
-    s.mlflow_run_id = tracker.run_id
+    s.tracker = tracker
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / name).exists():
             tracker.log_text(_mask_secrets((run_dir / name).read_text()), name)
@@ -308,6 +312,17 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
     return RunResult("finished", s.step, {"val_loss": val, "loss": loss, "unigram_entropy": entropies[0]})
 
 
+def _replay_leftover_metrics(job: JobConfig, run_dir: Path, run_id: str | None, is_main: bool, say) -> None:
+    """A finished run whose last metrics were spooled during an outage sends them now."""
+    spool = run_dir / "mlflow_spool.jsonl"
+    if not is_main or job.tracking.backend == "none" or not spool.exists() or spool.stat().st_size == 0:
+        return
+    from bitcpm.tracking import replay_spool
+
+    sent = replay_spool(job.tracking, spool, run_id)
+    say(f"bitcpm: replayed {sent} spooled MLflow record(s) from {spool}")
+
+
 class NonFiniteError(RuntimeError):
     """Training stopped on a NaN/inf loss or gradient after saving the last good state."""
 
@@ -352,6 +367,7 @@ def run_training(job: JobConfig, run_dir: Path) -> RunResult:
         how = s.restore()
         say(f"bitcpm: {how}; run directory {run_dir}", flush=True)
         if s.step >= s.schedule.total_steps:
+            _replay_leftover_metrics(job, run_dir, s.mlflow_run_id, info.is_main, say)
             val = s.validate()
             say(f"bitcpm: run already complete ({s.step}/{s.schedule.total_steps} steps); validation loss {val:.4f}")
             return RunResult("already_complete", s.step, {"val_loss": val})
