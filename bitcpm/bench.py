@@ -64,6 +64,7 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
     from bitcpm.bench_measure import bf16_job, dataset_batches, measure, reset_peak_memory, synthetic_batches
     from bitcpm.bench_report import Workload, summarize
     from bitcpm.plan import flops_per_token
+    from bitcpm.quant.kernels import resolve_kernel
     from bitcpm.tracking.overhead import BF16_VARIANT, QAT_VARIANT, bench_key, device_name
     from bitcpm.training.distributed import init_distributed, shutdown_distributed
 
@@ -92,7 +93,8 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
             peak_tflops=job.hardware.peak_tflops,
         )
         q = job.quant
-        label = f"qat (ternary g{q.group_size}, {q.kernel}{', cached' if q.cache else ''})"
+        kernel = resolve_kernel(q.kernel, info.device.type)
+        label = f"qat (ternary g{q.group_size}, {kernel}{', cached' if q.cache else ''})"
         result = summarize(
             measurements,
             workload,

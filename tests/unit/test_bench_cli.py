@@ -53,7 +53,7 @@ def test_bench_prints_table_and_records_parent_with_children(tmp_path: Path, cap
     overrides = [*TINY, "bench.repeats=1", "tracking=mlflow", f"tracking.uri={uri}", "tracking.experiment=b"]
     assert bench.main(overrides) == 0
     out = capsys.readouterr().out
-    assert "bf16 (quant=none)" in out and "qat (ternary g128, auto, cached)" in out
+    assert "bf16 (quant=none)" in out and "qat (ternary g128, eager, cached)" in out  # auto -> eager on CPU
     assert "QAT overhead:" in out and "n/a (peak memory is a process-wide" in out
     assert "QAT overhead by process CPU time:" in out
     assert out.count("repeat 0") == 2
