@@ -49,8 +49,10 @@ def local_quantizer(kernel: str) -> LocalQuantizer:
     if kernel == "compile":
         return _compiled()
     if kernel == "triton":
-        from bitcpm.quant.triton_ternary import quantize_triton
-
+        try:
+            from bitcpm.quant.triton_ternary import quantize_triton
+        except ImportError as exc:
+            raise ValueError(f"quant.kernel=triton needs the triton package ({exc}); use compile or eager") from None
         return quantize_triton
     raise ValueError(f"quant.kernel={kernel}: not a concrete kernel")
 

@@ -90,6 +90,12 @@ def test_triton_refused_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_kernel("triton", "cpu")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is not None, reason="triton is installed")
+def test_triton_without_the_package_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="quant.kernel=triton needs the triton package"):
+        local_quantizer("triton")
+
+
 @pytest.mark.slow  # the first torch.compile of a process takes ~10 s on a cold CPU cache
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_compiled_kernel_matches_eager(dtype: torch.dtype) -> None:
