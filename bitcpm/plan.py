@@ -154,4 +154,11 @@ def format_plan(cfg: JobConfig, plan: Plan, max_ranks: int = 16) -> str:
         lines.append(f"           {r.rank:4d} {r.node:4d} {r.local_rank:5d} {r.tp:3d} {r.cp:2d} {r.dp:2d} {r.pp:2d}")
     if len(plan.layout) > max_ranks:
         lines.append(f"           ... {len(plan.layout) - max_ranks} more ranks")
+    from bitcpm.estimate import estimate_memory, memory_lines, node_lines, step_lines
+    from bitcpm.submission import describe_launch
+
+    lines += node_lines(plan, cfg.launcher.nodes)
+    lines += memory_lines(cfg, estimate_memory(cfg, plan))
+    lines += step_lines(cfg, plan)
+    lines += describe_launch(cfg)
     return "\n".join(lines)

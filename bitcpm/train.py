@@ -41,27 +41,30 @@ def prepare_run_dir(job: JobConfig, overrides: list[str]) -> Path:
 
 def launch_job(job: JobConfig, overrides: list[str]) -> int:
     """Print the plan, then (unless dry_run) start the workers through the configured launcher."""
+    return launch_jobs([(job, overrides)])
+
+
+def launch_jobs(members: list[tuple[JobConfig, list[str]]]) -> int:
+    """Plan every job, then start them: several jobs of one launcher go out together (a Slurm array)."""
     from bitcpm.plan import format_plan, make_plan
+    from bitcpm.submission import request_for
 
-    print(format_plan(job, make_plan(job)), flush=True)
-    if job.dry_run:
+    for job, _ in members:
+        print(format_plan(job, make_plan(job)), flush=True)
+    live = [(job, overrides) for job, overrides in members if not job.dry_run]
+    if not live:
         return 0
-    from launchers import LaunchRequest, get_launcher
+    from launchers import launch_all
 
-    run_dir = prepare_run_dir(job, overrides)
-    request = LaunchRequest(
-        worker_module=WORKER_MODULE,
-        worker_args=[str(run_dir / "config.yaml")],
-        run_dir=run_dir,
-        nodes=job.launcher.nodes,
-        procs_per_node=job.launcher.world_size(job.parallel.model_parallel_size) // job.launcher.nodes,
-        master_port=job.launcher.master_port,
-    )
-    return get_launcher(job.launcher.name).launch(request)
+    by_launcher: dict[str, list] = {}
+    for job, overrides in live:
+        request = request_for(job, prepare_run_dir(job, overrides), WORKER_MODULE)
+        by_launcher.setdefault(job.launcher.name, []).append(request)
+    return max(launch_all(name, requests) for name, requests in by_launcher.items())
 
 
 def _hydra_main(cmd: CommandLine) -> int:
-    """Hand the command line to Hydra (printing configs, help, or running a multirun sweep)."""
+    """Hand the command line to Hydra (printing configs, help, or expanding a multirun sweep)."""
     import hydra
     from omegaconf import DictConfig
 
@@ -69,7 +72,7 @@ def _hydra_main(cmd: CommandLine) -> int:
     from bitcpm.presets import conf_dir
 
     register_schema()
-    codes: list[int] = []
+    members: list[tuple[JobConfig, list[str]]] = []
 
     @hydra.main(config_path=str(conf_dir()), config_name=cmd.config_name, version_base=None)
     def task(cfg: DictConfig) -> None:
@@ -77,11 +80,11 @@ def _hydra_main(cmd: CommandLine) -> int:
 
         from bitcpm.config.load import to_job
 
-        overrides = list(HydraConfig.get().overrides.task)
-        codes.append(launch_job(to_job(cfg), overrides))
+        # Hydra only expands the sweep; every member is launched afterwards, together.
+        members.append((to_job(cfg), list(HydraConfig.get().overrides.task)))
 
     task()
-    return max(codes, default=0)
+    return launch_jobs(members)
 
 
 def main(argv: list[str] | None = None) -> int:

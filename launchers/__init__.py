@@ -1,7 +1,10 @@
 """Launchers start worker processes; they know a worker only as a module path and its arguments.
 
-Nothing here imports bitcpm internals, torch or megatron at import time, so the launcher layer stays
-light and generic.
+Nothing here imports bitcpm internals, torch, megatron, submitit or NPU modules at import time, so the
+launcher layer stays light and generic (tests/unit/test_launch_imports.py checks it).
+
+Every launcher module provides launch(request) -> exit code and describe(request) -> text (what would be
+started, for the plan); launchers that can batch a multirun also provide launch_many(requests).
 """
 
 from __future__ import annotations
@@ -9,16 +12,24 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from launchers.request import LaunchRequest
+from launchers.request import LaunchRequest, NodeScriptOptions, SlurmOptions
 
-_MODULES = {"local": "launchers.local"}
+_MODULES = {"local": "launchers.local", "slurm": "launchers.slurm", "ascend": "launchers.ascend"}
 
-__all__ = ["LaunchRequest", "get_launcher"]
+__all__ = ["LaunchRequest", "NodeScriptOptions", "SlurmOptions", "get_launcher", "launch_all"]
 
 
 def get_launcher(name: str) -> ModuleType:
-    """The launcher module for launcher.name; each has launch(request) -> exit code."""
+    """The launcher module for launcher.name."""
     try:
         return importlib.import_module(_MODULES[name])
     except KeyError:
         raise ValueError(f"launcher.name={name}: expected one of {', '.join(_MODULES)}") from None
+
+
+def launch_all(name: str, requests: list[LaunchRequest]) -> int:
+    """Start several jobs: in one batch (a Slurm array) where the launcher can, else one after another."""
+    launcher = get_launcher(name)
+    if len(requests) > 1 and hasattr(launcher, "launch_many"):
+        return int(launcher.launch_many(requests))
+    return max((int(launcher.launch(r)) for r in requests), default=0)

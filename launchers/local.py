@@ -54,3 +54,12 @@ def launch(req: LaunchRequest) -> int:
     cmd = torchrun_command(req, port)
     (req.run_dir / "launch" / "command.txt").write_text(" ".join(cmd) + "\n")
     return subprocess.run(cmd, env=env, check=False).returncode
+
+
+def describe(req: LaunchRequest) -> str:
+    """The command this launcher would run (for the plan)."""
+    if req.world_size == 1:
+        return f"in this process: python -m {req.worker_module} {' '.join(req.worker_args)}"
+    cmd = torchrun_command(req, req.master_port or 0)
+    text = " ".join(cmd).replace("--master-port=0", "--master-port=<free port>")
+    return f"{' '.join(f'{k}={v}' for k, v in sorted(req.env.items()))} {text}".strip()

@@ -42,7 +42,7 @@ def check_choices(cfg: JobConfig) -> None:
         "stage.name": (cfg.stage.name, ("pretrain", "qat", "distill")),
         "optim.decay_style": (cfg.optim.decay_style, ("exponential", "linear")),
         "tracking.backend": (cfg.tracking.backend, ("mlflow", "none")),
-        "launcher.name": (cfg.launcher.name, ("local",)),
+        "launcher.name": (cfg.launcher.name, ("local", "slurm", "ascend")),
         "hardware.device": (cfg.hardware.device, tuple(CAPABILITIES)),
         "parallel.recompute": (cfg.parallel.recompute, ("none", "selective", "full")),
         "model.rope.type": (cfg.model.rope.type, ("default", "longrope")),
@@ -290,6 +290,52 @@ def check_intervals(cfg: JobConfig) -> None:
         _fail(f"tracking.log_interval={cfg.tracking.log_interval}: must be positive")
 
 
+def check_launcher_placement(cfg: JobConfig) -> None:
+    """Each launcher reaches the nodes and devices the job asks for."""
+    lc, device = cfg.launcher, cfg.hardware.device
+    if lc.name == "local" and lc.nodes != 1:
+        _fail(f"launcher.nodes={lc.nodes}: launcher=local runs on this machine (use launcher=slurm or launcher=ascend)")
+    if lc.name == "slurm" and device == "npu":
+        _fail("hardware.device=npu: use launcher=ascend (it sets the CANN/HCCL environment; scheduler=slurm submits)")
+    if lc.name == "ascend" and lc.scheduler not in ("slurm", "none"):
+        _fail(f"launcher.scheduler={lc.scheduler}: expected one of slurm, none")
+    if lc.name != "ascend" or lc.scheduler != "none":
+        return
+    if lc.hosts and len(lc.hosts) != lc.nodes:
+        _fail(f"launcher.hosts lists {len(lc.hosts)} nodes but launcher.nodes={lc.nodes}")
+    if lc.rank_table:
+        per_node = world_size(cfg) // lc.nodes
+        if not lc.hosts:
+            _fail("launcher.rank_table=true needs launcher.hosts (node addresses in node-rank order)")
+        for node, host in enumerate(lc.hosts):
+            if node >= len(lc.device_ips) or len(lc.device_ips[node]) < per_node:
+                _fail(
+                    f"launcher.rank_table=true needs launcher.device_ips[{node}] ({host}): {per_node} NPU device IPs "
+                    "(one list per node, in launcher.hosts order)"
+                )
+
+
+def check_slurm_requeue(cfg: JobConfig) -> None:
+    """A Slurm job can be warned, checkpoint and requeue before its time limit."""
+    lc = cfg.launcher
+    if not (lc.name == "slurm" or (lc.name == "ascend" and lc.scheduler == "slurm")):
+        return
+    if lc.time_min <= 0:
+        _fail(f"launcher.time_min={lc.time_min}: must be positive")
+    if not 0 < lc.signal_delay_s < lc.time_min * 60:
+        _fail(
+            f"launcher.signal_delay_s={lc.signal_delay_s}: must be positive and below launcher.time_min*60="
+            f"{lc.time_min * 60} (it must cover one step plus a checkpoint)"
+        )
+    if lc.max_restarts < 0:
+        _fail(f"launcher.max_restarts={lc.max_restarts}: must be >= 0")
+    if "SIGUSR2" not in cfg.train.stop_signals:
+        _fail("Slurm warns a job with SIGUSR2 before its time limit: keep SIGUSR2 in train.stop_signals")
+    for key, value in (("launcher.cpus_per_task", lc.cpus_per_task), ("launcher.gpus_per_node", lc.gpus_per_node)):
+        if value is not None and value < 0:
+            _fail(f"{key}={value}: must be >= 0")
+
+
 RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_choices,
     check_positive_sizes,
@@ -305,6 +351,8 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_schedule,
     check_data,
     check_intervals,
+    check_launcher_placement,
+    check_slurm_requeue,
 )
 
 
