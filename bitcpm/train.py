@@ -100,7 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     if cmd.hydra_only or cmd.multirun:
         sys.argv = [sys.argv[0], *args]
         return _hydra_main(cmd)
+    if jobs[0].pipeline:
+        return _pipeline(cmd, jobs[0])
     return launch_job(jobs[0], cmd.overrides)
+
+
+def _pipeline(cmd: CommandLine, base: JobConfig) -> int:
+    """Compose and validate every stage, then run them in order and summarise."""
+    from bitcpm.pipeline import plan_pipeline, run_pipeline
+    from bitcpm.pipeline_report import print_summary
+
+    try:
+        stages = plan_pipeline(cmd, base)
+    except Exception as exc:
+        return error_exit(one_line_error(exc))
+    code = run_pipeline(stages, launch_job)
+    if code == 0 and not base.dry_run:
+        print_summary(stages)
+    return code
 
 
 if __name__ == "__main__":

@@ -212,6 +212,7 @@ class RunResult:
 
 def _open_tracking(s: Session, run_dir: Path):
     from bitcpm.tracking import open_tracker
+    from bitcpm.training.restarts import log_restarts
 
     job = s.job
     tracker = open_tracker(
@@ -232,6 +233,7 @@ def _open_tracking(s: Session, run_dir: Path):
         spool_path=run_dir / "mlflow_spool.jsonl",
     )
     s.tracker = tracker
+    log_restarts(tracker, run_dir, s.step)  # requeues by the scheduler, as a tag and a metric
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / name).exists():
             tracker.log_text(_mask_secrets((run_dir / name).read_text()), name)
