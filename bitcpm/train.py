@@ -109,15 +109,32 @@ def _pipeline(cmd: CommandLine, base: JobConfig) -> int:
     """Compose and validate every stage, then run them in order and summarise."""
     from bitcpm.pipeline import plan_pipeline, run_pipeline
     from bitcpm.pipeline_report import print_summary
+    from bitcpm.submission import on_slurm
 
     try:
         stages = plan_pipeline(cmd, base)
     except Exception as exc:
         return error_exit(one_line_error(exc))
+    if not base.dry_run and all(on_slurm(stage.job) for stage in stages):
+        code = _submit_chain(stages)  # Slurm holds each stage until the previous one succeeded (afterok)
+        return code
     code = run_pipeline(stages, launch_job)
     if code == 0 and not base.dry_run:
         print_summary(stages)
     return code
+
+
+def _submit_chain(stages) -> int:
+    """Submit every pipeline stage now, as Slurm jobs chained by afterok dependencies."""
+    from bitcpm.plan import format_plan, make_plan
+    from bitcpm.submission import request_for
+    from launchers.slurm import launch_chain
+
+    requests = []
+    for stage in stages:
+        print(format_plan(stage.job, make_plan(stage.job)), flush=True)
+        requests.append(request_for(stage.job, prepare_run_dir(stage.job, stage.overrides), WORKER_MODULE))
+    return launch_chain(requests)
 
 
 if __name__ == "__main__":

@@ -189,3 +189,11 @@ def launch_many(requests: list[LaunchRequest]) -> int:
         groups.setdefault(repr(sorted(_resources(executor_parameters(req)).items())), []).append(req)
     records = [rec for group in groups.values() for rec in submit(group)]
     return _report(records, all(_options(r).wait for r in requests))
+
+
+def launch_chain(requests: list[LaunchRequest]) -> int:
+    """Submit stages at once, each starting only after the previous one succeeded (afterok)."""
+    records: list[JobRecord] = []
+    for req in requests:
+        records += submit([req], dependencies=[records[-1].job_id] if records else [])
+    return _report(records, all(_options(r).wait for r in requests))

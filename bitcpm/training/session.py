@@ -49,6 +49,7 @@ class Session:
             dtype=job.hardware.dtype,
             sequence_parallel=p.sequence_parallel,
             recompute=p.recompute,
+            device=job.hardware.device,
         ).to(info.device)
         self.quantized = convert_to_ternary(self.model, job.quant)
         self.schedule, self.base_lr = stage_schedule(job)
@@ -62,6 +63,7 @@ class Session:
         self.fresh_init_val_loss: float | None = None
         self.mlflow_run_id: str | None = None
         self.tracker: Any = None
+        self.bf16_tokens_per_s: float | None = None
 
     def _distill_loss(self):
         """Build the frozen teacher from stage.teacher_from (its own size and precision) and the KD loss."""
@@ -234,6 +236,13 @@ def _open_tracking(s: Session, run_dir: Path):
     )
     s.tracker = tracker
     log_restarts(tracker, run_dir, s.step)  # requeues by the scheduler, as a tag and a metric
+    if job.quant.enabled:
+        from bitcpm.tracking.overhead import bench_key, find_bf16_bench
+        from bitcpm.tracking.store_uri import resolve_store_uri
+
+        # A BF16 bench of the same configuration on the same devices gives this QAT run an overhead figure.
+        key = bench_key(job, s.info.world_size)
+        s.bf16_tokens_per_s = find_bf16_bench(resolve_store_uri(job.tracking.uri), job.tracking.experiment, key)
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / name).exists():
             tracker.log_text(_mask_secrets((run_dir / name).read_text()), name)
@@ -262,12 +271,16 @@ class Recorder:
 
 
 def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
+    from bitcpm.tracking.overhead import qat_overhead
+    from bitcpm.tracking.system_metrics import SystemMonitor
     from bitcpm.training.optim import set_lr
     from bitcpm.training.steps import train_step
 
     job, info = s.job, s.info
     total = s.schedule.total_steps
     record = Recorder(tracker, MetricsLog(s.run_dir / "metrics.jsonl") if info.is_main else None)
+    monitor = SystemMonitor.for_rank(job.hardware.device, info.rank, info.local_rank)
+    tracker.set_tags(monitor.collect_tags())
     entropies = s.data.valid_unigram_entropy()
     for name, h in zip(s.data.names, entropies, strict=True):
         say(f"bitcpm: held-out unigram entropy of '{name}': {h:.4f} nats/token")
@@ -297,6 +310,9 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
             progress.update(s.step - 1, loss, lr, perf["tokens_per_s"])
         if s.step % log_every == 0 or s.step == total:
             metrics = {"loss": loss, "lr": lr, "grad_norm": result.grad_norm, **perf}
+            if s.bf16_tokens_per_s:
+                metrics["qat_overhead"] = qat_overhead(perf["tokens_per_s_per_device"], s.bf16_tokens_per_s)
+            metrics |= monitor.collect()  # GPU memory/utilisation of every rank (empty on CPU)
             record(metrics | {"tokens_seen": float(s.step * s.tokens_per_step)}, s.step)
         if (eval_every and s.step % eval_every == 0) or s.step == total:
             val = s.validate()

@@ -226,3 +226,34 @@ def test_dependent_jobs_start_only_after_success(slurm, tmp_path: Path):
     subprocess.run(["scancel", blocked.job_id], check=False)
     assert reason.stdout.split()[:1] == ["PENDING"] and "Dependency" in reason.stdout
     assert read_records(tmp_path / "second" / "launch")[0].dependencies == [first.job_id]
+
+
+def test_pipeline_stages_are_chained_with_afterok(slurm, tmp_path: Path, warm_cache: Path):
+    uri, tracking = _mlflow(tmp_path)
+    args = [
+        "launcher=slurm",
+        "launcher.cpus_per_task=1",
+        "launcher.time_min=10",
+        "experiment=debug_pipeline",
+        "train.seq_length=64",
+        "train.steps=10",
+        "train.eval_interval=0",
+        "train.eval_batches=2",
+        "pipeline.2.overrides=['stage=distill','quant=ternary_g128','stage.init_from=@qat','stage.teacher_from=@pretrain','train.steps=4']",
+        *tracking,
+    ]
+    proc = run_train(args, tmp_path, warm_cache, timeout=600)
+    assert proc.returncode == 0, _explain(proc)
+    records = {}
+    for run_dir in (tmp_path / "out").iterdir():
+        if (run_dir / "launch").exists():
+            (rec,) = read_records(run_dir / "launch")
+            records[run_dir.name.split("-")[1]] = rec
+    assert set(records) == {"pretrain", "qat", "distill"}
+    assert records["pretrain"].dependencies == []
+    assert records["qat"].dependencies == [records["pretrain"].job_id]
+    assert records["distill"].dependencies == [records["qat"].job_id]
+    states = query_states([r.job_id for r in records.values()])
+    assert {s.state for s in states.values()} == {"COMPLETED"}
+    client, runs = _runs(uri)
+    assert {r.data.tags["stage"] for r in runs} == {"pretrain", "qat", "distill"}

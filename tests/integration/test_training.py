@@ -127,3 +127,38 @@ def test_missing_input_file_is_a_one_line_error(tmp_path: Path, data_cache: Path
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("bitcpm: error:")]
     assert len(errors) == 1 and "nope.jsonl" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_qat_run_reports_overhead_against_a_matching_bf16_bench(tmp_path: Path, data_cache: Path) -> None:
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = [*SHORT, "train.steps=3", "tracking=mlflow", f"tracking.uri={uri}", "tracking.experiment=ovh"]
+    bench = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bitcpm.bench",
+            *common,
+            "bench.warmup_steps=1",
+            "bench.timed_steps=2",
+            "bench.repeats=1",
+            f"data.cache_dir={data_cache}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    proc = run_train(common, tmp_path, data_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("ovh").experiment_id])
+    (training,) = [r for r in runs if "run_dir" in r.data.tags]
+    history = client.get_metric_history(training.info.run_id, "qat_overhead")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert all(-5.0 < m.value < 1.0 for m in history)

@@ -7,11 +7,11 @@ import math
 import torch
 import torch.nn.functional as F
 from megatron.core.models.gpt import GPTModel
-from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
 from megatron.core.utils import init_method_normal
 
 from bitcpm.config.model import ModelConfig
+from bitcpm.models.minicpm.attention import minicpm_layer_spec
 from bitcpm.models.minicpm.mup import apply_mup
 from bitcpm.models.minicpm.rope import apply_longrope
 
@@ -76,8 +76,12 @@ def build_minicpm(
     sequence_parallel: bool = False,
     recompute: str = "none",
     use_cpu_initialization: bool = True,
+    device: str = "cpu",
 ) -> GPTModel:
-    """A MiniCPM GPTModel for this rank's tensor-parallel shard, muP hooks registered."""
+    """A MiniCPM GPTModel for this rank's tensor-parallel shard, muP hooks registered.
+
+    device selects the layer spec: flash attention through SDPA on CUDA, megatron's local spec elsewhere.
+    """
     config = transformer_config(
         cfg,
         tp=tp,
@@ -88,7 +92,7 @@ def build_minicpm(
     )
     model = GPTModel(
         config=config,
-        transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        transformer_layer_spec=minicpm_layer_spec(device),
         vocab_size=cfg.vocab_size,
         max_sequence_length=cfg.max_position_embeddings,
         share_embeddings_and_output_weights=cfg.tie_embeddings,
