@@ -85,6 +85,7 @@ def _build(job: JobConfig, info: DistInfo):
         dtype=job.hardware.dtype,
         sequence_parallel=p.sequence_parallel,
         recompute=p.recompute,
+        device=job.hardware.device,  # the same layer spec as training (flash attention on CUDA)
     ).to(info.device)
     convert_to_ternary(model, job.quant)
     return model, build_optimizer(model, job.model, job.optim, job.optim.lr)

@@ -54,10 +54,14 @@ def device_name(device: str) -> str:
 
 
 def bench_key(job: JobConfig, world_size: int, device: str | None = None) -> str:
-    """Key of a throughput comparison: config minus quant, device type (default hardware.name), world size."""
+    """Key of a throughput comparison: config minus quant, device type, world size.
+
+    device: the accelerator's product name; None asks this process (device_name(hardware.device)), so a
+    bench and a training run on the same kind of GPU agree whichever hardware preset named it.
+    """
     blob = {
         "config": throughput_config(job),
-        "device_name": device or job.hardware.name,
+        "device_name": device or device_name(job.hardware.device),
         "world_size": world_size,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]

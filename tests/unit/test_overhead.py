@@ -31,7 +31,7 @@ def test_key_ignores_quant_stage_optim_and_data_but_not_the_work() -> None:
     assert bench_key(_job("model.num_layers=2"), 1, "NVIDIA H100") != base
     assert bench_key(_job(), 2, "NVIDIA H100") != base
     assert bench_key(_job(), 1, "NVIDIA H200") != base
-    assert bench_key(_job(), 1) == bench_key(_job(), 1, "cpu")  # the preset name when no device is given
+    assert bench_key(_job(), 1) == bench_key(_job(), 1, "cpu")  # no device given: this process's device
 
 
 def test_device_name_on_cpu() -> None:
