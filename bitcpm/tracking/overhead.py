@@ -83,10 +83,12 @@ def find_bf16_bench(source: Any, experiment: str, key: str) -> float | None:
     source: a tracking URI, an MlflowClient or a tracker exposing `.client`. A store that cannot be
     read gives None and a warning: the overhead metric is optional, the training run is not.
     """
-    client = _client(source)
-    if client is None:
-        return None
     try:
+        # Creating the client can already touch the store (a new sqlite file is migrated on open, which
+        # races when several array members start at once), so it belongs inside the guard too.
+        client = _client(source)
+        if client is None:
+            return None
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             return None

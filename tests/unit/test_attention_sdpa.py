@@ -10,19 +10,6 @@ from bitcpm.compose import CommandLine, compose_job
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(scope="module")
-def dist_cpu():
-    """megatron parallel state at TP=1 over gloo in this process."""
-    from bitcpm.backends import get_backend
-    from bitcpm.training.distributed import init_distributed, shutdown_distributed
-
-    backend = get_backend("cpu")
-    backend.prepare()
-    init_distributed(backend, "gloo", 1, 1, 1, seed=13)
-    yield
-    shutdown_distributed()
-
-
 def _model_cfg():
     # debug size: 4 query heads sharing 2 KV groups (GQA), head_dim 64.
     return compose_job(CommandLine(), ["quant=none", "model.num_layers=2"]).model

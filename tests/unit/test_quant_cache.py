@@ -56,19 +56,6 @@ def test_inference_mode_is_never_cached() -> None:
 
 
 # --- on the megatron model --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def dist_cpu():
-    """megatron parallel state at TP=1 over gloo in this process."""
-    from bitcpm.backends import get_backend
-    from bitcpm.training.distributed import init_distributed, shutdown_distributed
-
-    backend = get_backend("cpu")
-    backend.prepare()
-    init_distributed(backend, "gloo", 1, 1, 1, seed=11)
-    yield
-    shutdown_distributed()
-
-
 def _job(*overrides: str):
     return compose_job(CommandLine(), ["quant=ternary_g64", "model.num_layers=2", *overrides])
 
