@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     config_path = Path(args[0])
     from bitcpm.config.load import load_job
     from bitcpm.config.validate import ConfigError
-    from bitcpm.training.session import NonFiniteError, run_training
+    from bitcpm.training.run import NonFiniteError, run_training
     from bitcpm.training.signals import EXIT_PREEMPTED
 
     try:
