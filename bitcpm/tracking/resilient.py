@@ -218,14 +218,7 @@ class ResilientTracker(Tracker):
             self._queue.put_nowait(_WAKE)
 
     def _drain_to_spool(self, *extra: Record) -> None:
-        records: list[Record] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _WAKE:
-                records.append(item)
+        records = self._take_queued(limit=None)
         inflight = self._inflight
         if inflight is not None and self._abandoned.is_set():
             # Its send may still succeed; a second copy is dropped by the server as a duplicate.
@@ -327,9 +320,10 @@ class ResilientTracker(Tracker):
         # Whatever else is queued goes along: one fsync for a burst instead of one per record.
         self._spool.append([record, *self._take_queued()])
 
-    def _take_queued(self) -> list[Record]:
+    def _take_queued(self, limit: int | None = MAX_SPOOL_BURST) -> list[Record]:
+        """Records waiting in the queue (wake-ups dropped), at most `limit` (None: all of them)."""
         records: list[Record] = []
-        while len(records) < MAX_SPOOL_BURST:
+        while limit is None or len(records) < limit:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bitcpm.config.tracking import TrackingConfig
 from bitcpm.tracking import open_tracker, resilient
 from bitcpm.tracking.mlflow_tracker import FAST_FAIL_HTTP_ENV
 from bitcpm.tracking.server import LocalServer, free_port, start_local_server
@@ -27,16 +27,9 @@ RETRY_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 1.0
 
 
-@dataclass
-class Cfg:
-    """Stand-in for bitcpm.config.tracking.TrackingConfig."""
-
-    uri: str | None
-    experiment: str = "outage"
-    backend: str = "mlflow"
-    run_name: str | None = None
-    log_interval: int = 10
-    tags: dict[str, str] = field(default_factory=dict)
+def Cfg(uri: str | None) -> TrackingConfig:  # noqa: N802 (reads like the config it builds)
+    """The real tracking config, pointed at uri."""
+    return TrackingConfig(uri=uri, experiment="outage")
 
 
 @pytest.fixture(autouse=True)

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bitcpm.config.tracking import TrackingConfig
 from bitcpm.tracking import open_tracker
 from bitcpm.tracking.server import ServerStartError, start_local_server
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Cfg:
-    """Stand-in for bitcpm.config.tracking.TrackingConfig."""
-
-    uri: str | None
-    experiment: str = "server"
-    backend: str = "mlflow"
-    run_name: str | None = None
-    log_interval: int = 10
-    tags: dict[str, str] = field(default_factory=dict)
+def Cfg(uri: str | None) -> TrackingConfig:  # noqa: N802 (reads like the config it builds)
+    """The real tracking config, pointed at uri."""
+    return TrackingConfig(uri=uri, experiment="server")
 
 
 def _port_open(port: int) -> bool:

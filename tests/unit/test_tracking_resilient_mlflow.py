@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bitcpm.config.tracking import TrackingConfig
 from bitcpm.tracking import open_tracker, replay_spool
 from bitcpm.tracking.mlflow_tracker import FAST_FAIL_HTTP_ENV, OPEN_ID_TAG, start_mlflow_run, use_fast_fail_http
 from bitcpm.tracking.resilient import ResilientTracker
 from bitcpm.tracking.server import free_port
 
 
-@dataclass
-class Cfg:
-    """Stand-in for bitcpm.config.tracking.TrackingConfig."""
-
-    uri: str | None
-    experiment: str = "outage"
-    backend: str = "mlflow"
-    run_name: str | None = None
-    log_interval: int = 10
-    tags: dict[str, str] = field(default_factory=dict)
+def Cfg(uri: str | None) -> TrackingConfig:  # noqa: N802 (reads like the config it builds)
+    """The real tracking config, pointed at uri."""
+    return TrackingConfig(uri=uri, experiment="outage")
 
 
 @pytest.fixture
