@@ -23,6 +23,16 @@ class ParallelConfig:
     """Sequences per optimizer step across all data-parallel ranks."""
     recompute: str = "none"
     """Activation recompute: 'none', 'selective' or 'full'."""
+    virtual_pp: int = 1
+    """Virtual (interleaved) pipeline stages per pipeline rank; 1 = plain 1F1B."""
+    distributed_optimizer: bool | None = None
+    """Shard fp32 main weights and Adam state over data-parallel ranks; null = on where dp > 1."""
+    overlap_grad_reduce: bool = True
+    """Overlap the bucketed data-parallel gradient reduction with the backward pass."""
+    overlap_param_gather: bool = False
+    """Distributed optimizer: overlap the parameter all-gather with the next forward pass."""
+    bucket_size_mb: float = 40.0
+    """Size of one gradient-reduction bucket in MiB (megatron DDP bucket_size)."""
 
     @property
     def model_parallel_size(self) -> int:
