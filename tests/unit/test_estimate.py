@@ -109,4 +109,4 @@ def test_plan_shows_memory_step_time_and_the_launch(launcher: str):
     assert "memory     per device" in text and "step time  ~" in text
     assert "node 0: ranks 0-1" in text
     assert f"launch     {launcher}" in text
-    assert ("torch.distributed.run" in text) if launcher == "local" else ("#SBATCH --gpus-per-node=2" in text)
+    assert ("launchers.elastic" in text) if launcher == "local" else ("#SBATCH --gpus-per-node=2" in text)
