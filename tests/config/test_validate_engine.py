@@ -52,7 +52,7 @@ def _error(overrides: list[str]) -> str:
             "parallel.distributed_optimizer=False, dp=2",
         ),
         (["parallel.cp=2"], "parallel.cp=2: context parallelism is not available on hardware.device=cpu"),
-        (["parallel.cp=2", "hardware=h100"], "parallel.cp=2: context parallelism is not available on hardware.device=cuda"),
+        (["parallel.cp=2", "hardware=h100"], "context parallelism is not available on hardware.device=cuda"),
     ],
 )  # fmt: skip
 def test_bad_layouts_are_one_line_errors(overrides: list[str], expected: str) -> None:
