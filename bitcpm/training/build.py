@@ -41,6 +41,12 @@ class Engine:
         """The GPTModel inside each DDP wrapper (state dicts without the 'module.' prefix)."""
         return [chunk.module for chunk in self.model]
 
+    def sync_params(self) -> None:
+        """Finish the distributed optimizer's parameter all-gather now (with overlap it waits for the next forward)."""
+        if self.model[0].ddp_config.overlap_param_gather:
+            for chunk in self.model:
+                chunk.start_param_sync(force_sync=True)
+
 
 def _transformer_config(model_cfg: ModelConfig, p: ParallelConfig, dtype: str, device: str):
     from bitcpm.backends import get_backend

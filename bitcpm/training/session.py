@@ -114,6 +114,7 @@ class Session:
             "mlflow_run_id": getattr(self.tracker, "run_id", None) or self.mlflow_run_id,
             "config": OmegaConf.to_container(OmegaConf.structured(self.job)),
         }
+        self.engine.sync_params()  # the saved weights are this step's on every rank
         return ckpt.save_checkpoint(
             self.run_dir, self.step, self.engine.model, self.engine.optimizer, extra, self.job.train.keep_checkpoints
         )
