@@ -56,10 +56,8 @@ class PlainMiniCPM(nn.Module):
         branch = cfg.scale_depth / math.sqrt(cfg.num_layers)
         d = cfg.kv_channels
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(
-            _Layer(cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_kv_heads, d, cfg.norm_eps, branch)
-            for _ in range(cfg.num_layers)
-        )  # fmt: skip
+        shape = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_kv_heads, d)
+        self.layers = nn.ModuleList(_Layer(*shape, cfg.norm_eps, branch) for _ in range(cfg.num_layers))
         self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
         inv = 1.0 / (cfg.rope.theta ** (torch.arange(0, d, 2).float() / d))
         self.register_buffer("inv_freq", inv, persistent=False)
