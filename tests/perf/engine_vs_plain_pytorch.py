@@ -156,9 +156,8 @@ def main() -> None:
             print(f"repeat {r} {name:>6}: {tokens / w:9.1f} tok/s wall, {tokens / c:9.1f} tok/s CPU time", flush=True)
     med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in runners}
     print(f"engine {med['engine'][0]:.1f} tok/s, plain {med['plain'][0]:.1f} tok/s (wall medians)")
-    print(
-        f"ratio engine/plain: wall {med['engine'][0] / med['plain'][0]:.3f}, CPU time {med['engine'][1] / med['plain'][1]:.3f}"
-    )
+    wall_ratio, cpu_ratio = med["engine"][0] / med["plain"][0], med["engine"][1] / med["plain"][1]
+    print(f"ratio engine/plain: wall {wall_ratio:.3f}, CPU time {cpu_ratio:.3f}")
 
 
 if __name__ == "__main__":
