@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 
 from bitcpm.backends.capabilities import CAPABILITIES
+from bitcpm.config.parallel import derive_layout
 from bitcpm.config.root import JobConfig
 
 
@@ -221,8 +222,8 @@ def check_pipeline(cfg: JobConfig) -> None:
         )
     if p.pp == 1:
         return
-    dp = max(1, data_parallel_size(cfg))
-    micro = p.global_batch_size // (p.micro_batch_size * dp)
+    layout = derive_layout(p, world_size(cfg))
+    dp, micro = layout.dp, layout.micro_batches_per_step
     if micro < p.pp:
         _fail(
             f"parallel.pp={p.pp} needs at least pp micro-batches per step: parallel.global_batch_size="
@@ -242,9 +243,9 @@ def check_engine(cfg: JobConfig) -> None:
     p = cfg.parallel
     if p.bucket_size_mb <= 0:
         _fail(f"parallel.bucket_size_mb={p.bucket_size_mb}: must be positive")
-    dp = max(1, data_parallel_size(cfg))
-    dist_opt = dp > 1 if p.distributed_optimizer is None else p.distributed_optimizer
-    if p.overlap_param_gather and not dist_opt:
+    layout = derive_layout(p, world_size(cfg))
+    dp = layout.dp
+    if p.overlap_param_gather and not layout.distributed_optimizer:
         _fail(
             "parallel.overlap_param_gather=true needs the distributed optimizer "
             f"(parallel.distributed_optimizer={p.distributed_optimizer}, dp={dp})"

@@ -42,6 +42,10 @@ LAYOUTS = {
     "tp1-pp2-dp2-distopt": (4, ["parallel.pp=2", "launcher.procs_per_node=4", "parallel.distributed_optimizer=true"]),
     "tp2-pp2-dp1": (4, ["parallel.tp=2", "parallel.pp=2"]),
     "tp1-pp2-vpp2-dp1": (2, ["parallel.pp=2", "parallel.virtual_pp=2"]),
+    "tp2-pp1-dp1-sp-recompute-full": (
+        2,
+        ["parallel.tp=2", "parallel.sequence_parallel=true", "parallel.recompute=full"],
+    ),
 }
 
 
