@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from bitcpm.compose import CommandLine, compose_job
 from bitcpm.config.parallel import derive_layout
 from bitcpm.config.validate import ConfigError
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 PP = ["parallel.micro_batch_size=1", "parallel.global_batch_size=8"]  # 8 micro-batches per step at dp=1
 

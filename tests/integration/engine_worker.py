@@ -58,7 +58,7 @@ def main(out_dir: str, overrides: list[str]) -> None:
     from megatron.core import parallel_state
 
     from bitcpm.backends import get_backend
-    from bitcpm.compose import CommandLine, compose_job
+    from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.training.build import build_engine, set_lr
     from bitcpm.training.distributed import init_distributed, shutdown_distributed
     from bitcpm.training.stage import stage_schedule

@@ -113,8 +113,8 @@ def _time(step, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     from bitcpm.backends import get_backend
-    from bitcpm.compose import CommandLine, compose_job
     from bitcpm.config.parallel import derive_layout
+    from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.training.build import build_engine
     from bitcpm.training.distributed import init_distributed
     from bitcpm.training.steps import train_step

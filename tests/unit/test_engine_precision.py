@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bitcpm.compose import CommandLine, compose_job
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 
 def _job(*overrides: str):
