@@ -138,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(out.result), flush=True)
     run_id = log_bench(job, bf16_job(job), out.result, key=out.key, device=out.device, world_size=out.world_size)
     if run_id:
-        print(f"bitcpm bench: recorded in MLflow experiment '{job.tracking.experiment}', parent run {run_id}")
+        from bitcpm.tracking.store_uri import resolve_experiment
+
+        experiment = resolve_experiment(job.tracking.experiment)
+        print(f"bitcpm bench: recorded in MLflow experiment '{experiment}', parent run {run_id}")
     return 0
 
 

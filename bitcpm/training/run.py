@@ -43,7 +43,7 @@ def _open_tracking(s: Session, run_dir: Path):
         tags={
             "stage": job.stage.name,
             "model": job.model.name,
-            "quant": job.quant.method if not job.quant.enabled else f"ternary_g{job.quant.group_size}",
+            "quant": job.quant.label,
             "run_dir": str(run_dir),
             "config_hash": run_dir.name.rsplit("-", 1)[-1],
             "init_from": str(job.stage.init_from or ""),
@@ -55,13 +55,14 @@ def _open_tracking(s: Session, run_dir: Path):
     )
     s.tracker = tracker
     log_restarts(tracker, run_dir, s.step)  # requeues by the scheduler, as a tag and a metric
-    if job.quant.enabled:
+    if job.quant.enabled and job.tracking.backend == "mlflow":
         from bitcpm.bench.overhead import bench_key, find_bf16_bench
-        from bitcpm.tracking.store_uri import resolve_store_uri
+        from bitcpm.tracking.store_uri import resolve_experiment, resolve_store_uri
 
         # A BF16 bench of the same configuration on the same devices gives this QAT run an overhead figure.
         key = bench_key(job, s.info.world_size)
-        s.bf16_tokens_per_s = find_bf16_bench(resolve_store_uri(job.tracking.uri), job.tracking.experiment, key)
+        uri, experiment = resolve_store_uri(job.tracking.uri), resolve_experiment(job.tracking.experiment)
+        s.bf16_tokens_per_s = find_bf16_bench(uri, experiment, key)
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / name).exists():
             tracker.log_text(_mask_secrets((run_dir / name).read_text()), name)
