@@ -71,7 +71,7 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
     backend = get_backend(job.hardware.device)
     backend.prepare()
     p = job.parallel
-    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed)
+    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed, p.virtual_pp)
     say = say if info.is_main else (lambda *_a, **_k: None)
     try:
         jobs = {QAT_VARIANT: job, BF16_VARIANT: bf16_job(job)}

@@ -93,7 +93,7 @@ class Recorder:
 def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
     from bitcpm.bench.overhead import qat_overhead
     from bitcpm.monitoring.system_metrics import SystemMonitor
-    from bitcpm.training.optim import set_lr
+    from bitcpm.training.build import set_lr
     from bitcpm.training.steps import train_step
 
     job, info = s.job, s.info
@@ -113,12 +113,12 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
     log_every, eval_every, save_every = job.tracking.log_interval, job.train.eval_interval, job.train.save_interval
     loss = float("nan")
     while s.step < total:
-        lr = set_lr(s.optimizer, s.base_lr, s.schedule(s.step))
+        lr = set_lr(s.engine.optimizer, s.base_lr, s.schedule(s.step), job.optim.weight_decay)
         batches = s.micro_batches(s.step)
         s.backend.synchronize()
         t0 = time.perf_counter()
-        extra = {"loss_fn": s.loss_fn} if s.loss_fn is not None else {}
-        result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad, step=s.step, **extra)
+        extra = {"forward_step": s.forward_step} if s.forward_step is not None else {}
+        result = train_step(s.engine, batches, step=s.step, **extra)
         s.backend.synchronize()
         seconds = time.perf_counter() - t0
         if not result.finite:
@@ -197,7 +197,7 @@ def run_training(job: JobConfig, run_dir: Path) -> RunResult:
     backend.prepare()
     stop = StopRequest().install(job.train.stop_signals)
     p = job.parallel
-    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed)
+    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed, p.virtual_pp)
     tracker = NullTracker()
     say = print if info.is_main else (lambda *_a, **_k: None)
     try:
