@@ -94,7 +94,7 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
         )
         q = job.quant
         kernel = resolve_kernel(q.kernel, info.device.type)
-        label = f"qat (ternary g{q.group_size}, {kernel}{', cached' if q.cache else ''})"
+        label = f"qat ({q.label}, {kernel}{', cached' if q.cache else ''})"
         result = summarize(
             measurements,
             workload,
