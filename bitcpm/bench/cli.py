@@ -117,6 +117,9 @@ def _notes(job: JobConfig) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bitcpm.bench`."""
+    from bitcpm.frontend.quiet import hide_known_warnings
+
+    hide_known_warnings()
     args = sys.argv[1:] if argv is None else argv
     cmd = parse_command_line(args)
     if cmd.multirun or cmd.hydra_only:
