@@ -336,6 +336,17 @@ def check_slurm_requeue(cfg: JobConfig) -> None:
             _fail(f"{key}={value}: must be >= 0")
 
 
+def check_trial_parallelism(cfg: JobConfig) -> None:
+    """Parallel multirun trials: counts are positive when given."""
+    lc = cfg.launcher
+    for key, value in (
+        ("launcher.max_parallel", lc.max_parallel),
+        ("launcher.threads_per_trial", lc.threads_per_trial),
+    ):
+        if value is not None and value <= 0:
+            _fail(f"{key}={value}: must be positive (or null for what the machine allows)")
+
+
 RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_choices,
     check_positive_sizes,
@@ -353,6 +364,7 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_intervals,
     check_launcher_placement,
     check_slurm_requeue,
+    check_trial_parallelism,
 )
 
 
