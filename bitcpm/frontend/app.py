@@ -48,6 +48,25 @@ def run_task(cfg: DictConfig) -> int:
     return run_single(member)
 
 
+def check_command_line_types(argv: list[str]) -> None:
+    """Type-check the command line's overrides before Hydra merges them (Hydra's merge errors lose the key).
+
+    Hydra's own argument parser separates the overrides; sweep values are checked per member later.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    from bitcpm.config.root import JobConfig
+    from bitcpm.config.typecheck import check_override_types
+
+    if "--version" in argv:  # argparse would print it here, and Hydra again
+        return
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:  # a malformed command line: Hydra itself reports it below
+        return
+    check_override_types(list(args.overrides or []), JobConfig)
+
+
 def run(argv: list[str]) -> int:
     """Run Hydra on argv; returns the process exit code."""
     import hydra
@@ -59,6 +78,10 @@ def run(argv: list[str]) -> int:
 
     register_schema()
     register_sweeps()
+    try:
+        check_command_line_types(argv)
+    except Exception as exc:
+        return error_exit(one_line_error(exc))
     outcome = {"code": 0}
 
     @hydra.main(config_path=str(conf_dir()), config_name=CONFIG_NAME, version_base=None)
