@@ -13,7 +13,7 @@ from megatron.core.utils import init_method_normal
 from bitcpm.config.model import ModelConfig
 from bitcpm.models.minicpm.attention import minicpm_layer_spec
 from bitcpm.models.minicpm.mup import apply_mup
-from bitcpm.models.minicpm.rope import apply_longrope
+from bitcpm.models.minicpm.rope import apply_longrope, attention_softmax_scale
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -56,6 +56,8 @@ def transformer_config(
         output_layer_init_method=init_method_normal(hidden_std),
         embedding_init_method=init_method_normal(cfg.init_std),
         init_method_std=hidden_std,
+        # LongRoPE's cos/sin factor, as a softmax scale (None: megatron's 1/sqrt(d)).
+        softmax_scale=attention_softmax_scale(cfg.rope, cfg.max_position_embeddings, cfg.kv_channels),
         embedding_init_method_std=cfg.init_std,
         tensor_model_parallel_size=tp,
         sequence_parallel=sequence_parallel,
@@ -101,6 +103,6 @@ def build_minicpm(
         parallel_output=True,
     )
     if cfg.rope.type == "longrope":
-        apply_longrope(model.rotary_pos_emb, cfg.rope, seq_length)
+        apply_longrope(model.rotary_pos_emb, cfg.rope, cfg.max_position_embeddings, seq_length)
     apply_mup(model, cfg)
     return model
