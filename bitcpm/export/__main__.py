@@ -30,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
     gguf.add_argument(
         "--lossy", action="store_true", help="convert group sizes TQ2_0 cannot hold exactly, printing the error"
     )
+    overrides = sub.add_parser("overrides", help="print the model.* overrides that match a Hugging Face checkpoint")
+    overrides.add_argument("source", help="Hugging Face checkpoint directory (config.json)")
     return p
 
 
@@ -65,6 +67,16 @@ def _gguf(args: argparse.Namespace, source) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bitcpm.export` and `bitcpm-export`."""
     args = parser().parse_args(argv)
+    if args.format == "overrides":
+        from bitcpm.models.minicpm.hf_checkpoint import read_config
+        from bitcpm.models.minicpm.hf_config import model_overrides
+
+        try:
+            print(" ".join(model_overrides(read_config(args.source))))
+        except (OSError, KeyError, ValueError) as exc:
+            print(f"bitcpm.export: error: {args.source}: {exc}", file=sys.stderr)
+            return 2
+        return 0
     from bitcpm.export.source import open_source
 
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bitcpm.config.model import ModelConfig
 from bitcpm.models.minicpm.hf_checkpoint import read_config, tensor_shapes
-from bitcpm.models.minicpm.hf_config import layout_of, model_fields, model_value, override_key
+from bitcpm.models.minicpm.hf_config import hf_key, layout_of, model_fields, model_value, override_key
 from bitcpm.models.minicpm.hf_layout import hf_shapes
 
 KEY = "stage.init_from"
@@ -45,7 +45,7 @@ def check_fields(cfg: ModelConfig, path: Path, hf: dict) -> str:
         if not _same(ours, value):
             shown = value if not isinstance(value, list) else f"[{len(value)} values]"
             raise HFCheckError(
-                f"{KEY}={path}: config.json has {key}={shown} but {override_key(key)}="
+                f"{KEY}={path}: config.json has {hf_key(key)}={shown} but {override_key(key)}="
                 f"{ours if not isinstance(ours, list) else f'[{len(ours)} values]'} (set {override_key(key)}={value})"
             )
     return layout

@@ -21,6 +21,15 @@ MINICPM_AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_minicpm.MiniCPMForCausalLM",
 }
 DTYPE_NAMES = {"bf16": "bfloat16", "fp32": "float32"}
+# model_fields keys whose config.json name differs (rope.* factors live under rope_scaling).
+HF_KEYS = {
+    "num_layers": "num_hidden_layers",
+    "num_kv_heads": "num_key_value_heads",
+    "kv_channels": "head_dim",
+    "norm_eps": "rms_norm_eps",
+    "rope.theta": "rope_theta",
+    "rope.type": "rope_scaling.rope_type",
+}
 
 
 def layout_of(hf: dict[str, Any]) -> str:
@@ -132,6 +141,11 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def hf_key(key: str) -> str:
+    """The config.json name of a model_fields key."""
+    return HF_KEYS.get(key, key.replace("rope.", "rope_scaling."))
+
+
 def model_value(cfg: ModelConfig, key: str) -> Any:
     """The value of a dotted model_fields key in cfg."""
     if key == "kv_channels":
@@ -145,3 +159,20 @@ def model_value(cfg: ModelConfig, key: str) -> Any:
 def override_key(key: str) -> str:
     """The command-line key that sets a model_fields entry."""
     return "model.head_dim" if key == "kv_channels" else f"model.{key}"
+
+
+def model_overrides(hf: dict[str, Any]) -> list[str]:
+    """Command-line overrides that make a job's model the checkpoint's (muP constants and rope included)."""
+    fields = model_fields(hf)
+    if layout_of(hf) == "minicpm":
+        fields["tie_embeddings"] = bool(hf.get("tie_word_embeddings", True))
+    out = []
+    for key, value in fields.items():
+        if isinstance(value, list):
+            text = "[" + ",".join(repr(float(v)) for v in value) + "]"
+        elif isinstance(value, bool):
+            text = str(value).lower()
+        else:
+            text = repr(value) if isinstance(value, float) else str(value)
+        out.append(f"{override_key(key)}={text}")
+    return out

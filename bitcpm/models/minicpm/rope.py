@@ -11,10 +11,12 @@ attention logit by f^2, which megatron takes as its softmax scale (attention_sof
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from bitcpm.config.model import RopeConfig
+
+if TYPE_CHECKING:
+    import torch
 
 
 def uses_long_factors(rope: RopeConfig, max_position_embeddings: int, seq_length: int = 0) -> bool:
@@ -52,6 +54,8 @@ def apply_longrope(rotary: torch.nn.Module, rope: RopeConfig, max_position_embed
 
     Must run before the first forward: megatron caches rotary embeddings per sequence length.
     """
+    import torch
+
     factors = torch.tensor(longrope_factors(rope, max_position_embeddings, seq_length), dtype=torch.float32)
     inv_freq = rotary.inv_freq.float()
     if factors.numel() != inv_freq.numel():
