@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bitcpm.compose import CommandLine, compose_job, expand_sweeps, one_line_error, parse_command_line
 from bitcpm.config.root import JobConfig
+from bitcpm.frontend.compose import CommandLine, compose_job, expand_sweeps, one_line_error, parse_command_line
 
 WORKER_MODULE = "bitcpm.worker"
 
@@ -25,7 +25,7 @@ def error_exit(message: str) -> int:
 def prepare_run_dir(job: JobConfig, overrides: list[str]) -> Path:
     """Create the run directory and write the resolved config and the overrides that made it."""
     from bitcpm.config.load import job_to_yaml
-    from bitcpm.rundir import run_dir_for
+    from bitcpm.frontend.rundir import run_dir_for
 
     run_dir = run_dir_for(job)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -46,11 +46,10 @@ def launch_job(job: JobConfig, overrides: list[str]) -> int:
 
 def launch_jobs(members: list[tuple[JobConfig, list[str]]]) -> int:
     """Plan every job, then start them: several jobs of one launcher go out together (a Slurm array)."""
-    from bitcpm.plan import format_plan, make_plan
-    from bitcpm.submission import request_for
+    from bitcpm.frontend.submission import plan_text, request_for
 
     for job, _ in members:
-        print(format_plan(job, make_plan(job)), flush=True)
+        print(plan_text(job), flush=True)
     live = [(job, overrides) for job, overrides in members if not job.dry_run]
     if not live:
         return 0
@@ -107,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _pipeline(cmd: CommandLine, base: JobConfig) -> int:
     """Compose and validate every stage, then run them in order and summarise."""
-    from bitcpm.pipeline import plan_pipeline, run_pipeline
-    from bitcpm.pipeline_report import print_summary
-    from bitcpm.submission import on_slurm
+    from bitcpm.frontend.pipeline import plan_pipeline, run_pipeline
+    from bitcpm.frontend.pipeline_report import print_summary
+    from bitcpm.frontend.submission import on_slurm
 
     try:
         stages = plan_pipeline(cmd, base)
@@ -126,13 +125,12 @@ def _pipeline(cmd: CommandLine, base: JobConfig) -> int:
 
 def _submit_chain(stages) -> int:
     """Submit every pipeline stage now, as Slurm jobs chained by afterok dependencies."""
-    from bitcpm.plan import format_plan, make_plan
-    from bitcpm.submission import request_for
+    from bitcpm.frontend.submission import plan_text, request_for
     from launchers.slurm import launch_chain
 
     requests = []
     for stage in stages:
-        print(format_plan(stage.job, make_plan(stage.job)), flush=True)
+        print(plan_text(stage.job), flush=True)
         requests.append(request_for(stage.job, prepare_run_dir(stage.job, stage.overrides), WORKER_MODULE))
     return launch_chain(requests)
 

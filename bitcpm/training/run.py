@@ -56,7 +56,7 @@ def _open_tracking(s: Session, run_dir: Path):
     s.tracker = tracker
     log_restarts(tracker, run_dir, s.step)  # requeues by the scheduler, as a tag and a metric
     if job.quant.enabled:
-        from bitcpm.tracking.overhead import bench_key, find_bf16_bench
+        from bitcpm.bench.overhead import bench_key, find_bf16_bench
         from bitcpm.tracking.store_uri import resolve_store_uri
 
         # A BF16 bench of the same configuration on the same devices gives this QAT run an overhead figure.
@@ -90,8 +90,8 @@ class Recorder:
 
 
 def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
-    from bitcpm.tracking.overhead import qat_overhead
-    from bitcpm.tracking.system_metrics import SystemMonitor
+    from bitcpm.bench.overhead import qat_overhead
+    from bitcpm.monitoring.system_metrics import SystemMonitor
     from bitcpm.training.optim import set_lr
     from bitcpm.training.steps import train_step
 

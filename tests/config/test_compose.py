@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bitcpm.compose import CommandLine, compose_job, expand_sweeps, parse_command_line
 from bitcpm.config.validate import ConfigError
+from bitcpm.frontend.compose import CommandLine, compose_job, expand_sweeps, parse_command_line
 from bitcpm.presets import conf_dir
 
 GROUPS = ["model", "parallel", "quant", "stage", "data", "optim", "tracking", "launcher", "hardware"]
@@ -96,8 +96,8 @@ def test_plan_path_does_not_import_torch_or_megatron() -> None:
 
 
 def test_every_sweep_study_expands_to_valid_jobs() -> None:
+    from bitcpm.frontend.sweeps import study_overrides
     from bitcpm.presets import sweeps_dir
-    from bitcpm.sweeps import study_overrides
 
     studies = sorted(p.stem for p in sweeps_dir().glob("*.yaml"))
     assert studies

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bitcpm.compose import CommandLine, compose_job
 from bitcpm.config.validate import ConfigError
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 
 def _error(overrides: list[str]) -> str:

@@ -15,7 +15,7 @@ def main() -> None:
     from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
     from bitcpm.backends import get_backend
-    from bitcpm.compose import CommandLine, compose_job
+    from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.models import build_model
     from bitcpm.models.minicpm.hf_checkpoint import load_hf_weights
     from bitcpm.training.distributed import init_distributed, shutdown_distributed

@@ -52,7 +52,7 @@ def test_import_matches_plain_torch_forward(tmp_path: Path, tp: int, window: int
 
 
 def _preflight(base: list[str], *extra: str) -> str:
-    from bitcpm.compose import CommandLine, compose_job
+    from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.config.validate import ConfigError
 
     with pytest.raises(ConfigError) as info:

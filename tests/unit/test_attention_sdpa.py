@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bitcpm.compose import CommandLine, compose_job
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bitcpm.compose import CommandLine, compose_job
 from bitcpm.config.model import ModelConfig
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

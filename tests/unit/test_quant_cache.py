@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bitcpm.quant.converter as converter
-from bitcpm.compose import CommandLine, compose_job
+from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.quant.cache import QuantizedWeightCache
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from bitcpm.training.metrics_log import metric_series
 
 if TYPE_CHECKING:
-    from bitcpm.pipeline import PipelineStage
+    from bitcpm.frontend.pipeline import PipelineStage
 
 
 def _fmt(value: float | None) -> str:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from bitcpm.config.model import ModelConfig
 from bitcpm.config.root import JobConfig
-from bitcpm.plan import Plan, count_params, flops_per_token
+from bitcpm.plan.counts import count_params, flops_per_token
+from bitcpm.plan.layout import Plan
 
 MFU_ASSUMED = 0.40
 """Model FLOPs utilisation the step-time estimate assumes (Megatron-LM reaches 41-47% on H100 in BF16)."""

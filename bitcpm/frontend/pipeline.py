@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bitcpm.compose import CommandLine, compose_job
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError
-from bitcpm.rundir import run_dir_for
+from bitcpm.frontend.compose import CommandLine, compose_job
+from bitcpm.frontend.rundir import run_dir_for
 
 _REF = re.compile(r"@([A-Za-z0-9_]+)")
 

@@ -111,7 +111,7 @@ def request_for(job: JobConfig, run_dir: Path, worker_module: str) -> LaunchRequ
 
 def describe_launch(job: JobConfig, worker_module: str = "bitcpm.worker") -> list[str]:
     """What the launcher would start (sbatch script, per-node scripts or a command), for the plan."""
-    from bitcpm.rundir import run_dir_for
+    from bitcpm.frontend.rundir import run_dir_for
     from launchers import get_launcher
 
     req = request_for(job, run_dir_for(job), worker_module)
@@ -125,3 +125,10 @@ def describe_launch(job: JobConfig, worker_module: str = "bitcpm.worker") -> lis
     if job.launcher.name == "ascend" and job.hardware.device != "npu":
         lines.append(f"WARNING    launcher=ascend with hardware.device={job.hardware.device}: no CANN/HCCL environment")
     return lines + [f"           {line}" if line else "" for line in text.splitlines()]
+
+
+def plan_text(job: JobConfig) -> str:
+    """The plan of a job followed by how it will be launched: what `dry_run=true` prints."""
+    from bitcpm.plan import format_plan, make_plan
+
+    return format_plan(job, make_plan(job), describe_launch(job))

@@ -19,10 +19,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from bitcpm.bench_report import BenchResult
-from bitcpm.compose import compose_job, one_line_error, parse_command_line
+from bitcpm.bench.report import BenchResult
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError
+from bitcpm.frontend.compose import compose_job, one_line_error, parse_command_line
 
 
 def check_bench(job: JobConfig) -> None:
@@ -45,7 +45,7 @@ class BenchOutcome:
 
     result: BenchResult
     key: str
-    """bitcpm.tracking.overhead.bench_key of the job on this hardware."""
+    """bitcpm.bench.overhead.bench_key of the job on this hardware."""
     device: str
     world_size: int
     is_main: bool
@@ -53,7 +53,7 @@ class BenchOutcome:
 
 def order(repeat: int) -> tuple[str, str]:
     """ABBA: BF16 first on even repeats, QAT first on odd ones, so a linear drift cancels in the medians."""
-    from bitcpm.tracking.overhead import BF16_VARIANT, QAT_VARIANT
+    from bitcpm.bench.overhead import BF16_VARIANT, QAT_VARIANT
 
     return (BF16_VARIANT, QAT_VARIANT) if repeat % 2 == 0 else (QAT_VARIANT, BF16_VARIANT)
 
@@ -61,11 +61,11 @@ def order(repeat: int) -> tuple[str, str]:
 def run_bench(job: JobConfig, say=print) -> BenchOutcome:
     """Measure both variants, alternating, on this process's rank."""
     from bitcpm.backends import get_backend
-    from bitcpm.bench_measure import bf16_job, dataset_batches, measure, reset_peak_memory, synthetic_batches
-    from bitcpm.bench_report import Workload, summarize
+    from bitcpm.bench.measure import bf16_job, dataset_batches, measure, reset_peak_memory, synthetic_batches
+    from bitcpm.bench.overhead import BF16_VARIANT, QAT_VARIANT, bench_key, device_name
+    from bitcpm.bench.report import Workload, summarize
     from bitcpm.plan import flops_per_token
     from bitcpm.quant.kernels import resolve_kernel
-    from bitcpm.tracking.overhead import BF16_VARIANT, QAT_VARIANT, bench_key, device_name
     from bitcpm.training.distributed import init_distributed, shutdown_distributed
 
     backend = get_backend(job.hardware.device)
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # composition errors of every kind become one line, no traceback
         print(f"bitcpm bench: error: {one_line_error(exc)}", file=sys.stderr)
         return 2
-    from bitcpm.bench_measure import bf16_job
-    from bitcpm.bench_report import format_table
-    from bitcpm.bench_tracking import log_bench
+    from bitcpm.bench.measure import bf16_job
+    from bitcpm.bench.record import log_bench
+    from bitcpm.bench.report import format_table
 
     out = run_bench(job)
     if not out.is_main:

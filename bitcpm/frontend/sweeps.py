@@ -1,4 +1,4 @@
-"""`python -m bitcpm.sweeps NAME` prints the multirun overrides of a named study in sweeps/."""
+"""`python -m bitcpm.frontend.sweeps NAME` prints the multirun overrides of a named study in sweeps/."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the overrides, space separated, for use in a shell command line."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m bitcpm.sweeps NAME", file=sys.stderr)
+        print("usage: python -m bitcpm.frontend.sweeps NAME", file=sys.stderr)
         return 2
     print(" ".join(study_overrides(args[0])))
     return 0

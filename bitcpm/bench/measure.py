@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from bitcpm.bench_report import Measurement
+from bitcpm.bench.report import Measurement
 from bitcpm.config.bench import BenchConfig
 from bitcpm.config.root import JobConfig
 from bitcpm.training.distributed import DistInfo
