@@ -52,8 +52,8 @@ def test_import_matches_plain_torch_forward(tmp_path: Path, tp: int, window: int
 
 
 def _preflight(base: list[str], *extra: str) -> str:
-    from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.config.validate import ConfigError
+    from bitcpm.frontend.compose import CommandLine, compose_job
 
     with pytest.raises(ConfigError) as info:
         compose_job(CommandLine(), [*base, *extra])
