@@ -24,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     packed.add_argument("source")
     packed.add_argument("out", type=Path, help="output .safetensors file")
     packed.add_argument("--bits", choices=["2", "1.6"], default="1.6")
+    packed.add_argument("--scale-dtype", choices=["bf16", "fp32"], default="bf16")
     gguf = sub.add_parser("gguf", help="GGUF for llama.cpp: TQ2_0 projections, f16/f32 embeddings and head")
     gguf.add_argument("source")
     gguf.add_argument("out", type=Path, help="output .gguf file")
@@ -49,10 +50,11 @@ def _hf(args: argparse.Namespace, source) -> int:
 def _packed(args: argparse.Namespace, source) -> int:
     from bitcpm.export.packed import verify_packed, write_packed
 
-    report = write_packed(source, args.out, args.bits)
+    report = write_packed(source, args.out, args.bits, args.scale_dtype)
     print(f"export packed: {report}")
     verify_packed(args.out, source)
-    print(f"export packed: verified {args.out}: unpacked weights equal the trained W_q bit for bit")
+    dtype = args.scale_dtype
+    print(f"export packed: verified {args.out}: unpacking gives the fake-quantized {dtype} export bit for bit")
     return 0
 
 
