@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     gguf.add_argument(
         "--lossy", action="store_true", help="convert group sizes TQ2_0 cannot hold exactly, printing the error"
     )
+    gguf.add_argument("--embed-type", choices=["f16", "f32"], default="f16", help="embedding and head precision")
     overrides = sub.add_parser("overrides", help="print the model.* overrides that match a Hugging Face checkpoint")
     overrides.add_argument("source", help="Hugging Face checkpoint directory (config.json)")
     return p
@@ -61,8 +62,8 @@ def _packed(args: argparse.Namespace, source) -> int:
 def _gguf(args: argparse.Namespace, source) -> int:
     from bitcpm.export.gguf_export import verify_gguf, write_gguf
 
-    write_gguf(source, args.out, lossy=args.lossy)
-    print(f"export gguf: verified {args.out}: {verify_gguf(args.out, source)}")
+    write_gguf(source, args.out, lossy=args.lossy, embed_type=args.embed_type)
+    print(f"export gguf: verified {args.out}: {verify_gguf(args.out, source, args.lossy, args.embed_type)}")
     return 0
 
 

@@ -91,29 +91,32 @@ def _global_names(chunk: Any) -> dict[str, str]:
 
 def load_hf_weights(chunks: list[Any], path: str | Path, cfg: ModelConfig) -> list[str]:
     """Copy an HF checkpoint into this rank's megatron model chunks; returns the loaded parameter names."""
+    from bitcpm.models.minicpm.hf_config import layout_of
+
+    return load_hf_tensors(chunks, lambda names: read_tensors(path, names), cfg, layout_of(read_config(path)))
+
+
+def load_hf_tensors(chunks: list[Any], read, cfg: ModelConfig, layout: str) -> list[str]:
+    """Copy HF tensors (read(names) -> {name: tensor}) into this rank's megatron model chunks."""
     import torch
     from megatron.core import parallel_state
 
-    from bitcpm.models.minicpm.hf_config import layout_of
     from bitcpm.models.minicpm.hf_layout import from_hf, hf_names
     from bitcpm.training.reshard import split_full
 
-    layout = layout_of(read_config(path))
     tp = parallel_state.get_tensor_model_parallel_world_size()
     rank = parallel_state.get_tensor_model_parallel_rank()
     loaded = []
     for chunk in chunks:
         mapping = _global_names(chunk)
         wanted = {n for g in mapping.values() for n in _hf_sources(g, hf_names)}
-        tensors = read_tensors(path, wanted)
-        full = from_hf(tensors, cfg, layout, list(mapping.values()))
+        full = from_hf(read(wanted), cfg, layout, list(mapping.values()))
         with torch.no_grad():
             for local, param in chunk.named_parameters():
                 value = full[mapping[local]].float()
                 if getattr(param, "tensor_model_parallel", False):
-                    value = split_full(
-                        value, int(param.partition_dim), int(getattr(param, "partition_stride", 1)), tp, rank
-                    )
+                    dim, stride = int(param.partition_dim), int(getattr(param, "partition_stride", 1))
+                    value = split_full(value, dim, stride, tp, rank)
                 if tuple(value.shape) != tuple(param.shape):
                     raise ValueError(
                         f"stage.init_from: {mapping[local]} has shape {list(value.shape)} on tp rank {rank}, "
