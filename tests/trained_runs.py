@@ -18,6 +18,8 @@ class TrainedPair:
 
     pretrain: Path
     qat: Path
+    tracking_uri: str
+    """The sqlite MLflow store both runs were tracked in."""
 
 
 def _single_new_dir(root: Path, before: set[Path]) -> Path:
@@ -30,10 +32,12 @@ def _single_new_dir(root: Path, before: set[Path]) -> Path:
 def trained_pair(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> TrainedPair:
     """Train the pair (a few CPU seconds each); tests must not write into the run directories."""
     cwd = tmp_path_factory.mktemp("trained_pair")
-    proc = run_train([*COMMON, "quant=none"], cwd, data_cache)
+    uri = f"sqlite:///{cwd}/mlflow.db"
+    tracked = [*COMMON, "tracking=mlflow", f"tracking.uri={uri}"]
+    proc = run_train([*tracked, "quant=none"], cwd, data_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     pretrain = _single_new_dir(cwd / "out", set())
-    qat_args = [*COMMON, "stage=qat", f"stage.init_from={pretrain}", "stage.tokens=null", "stage.rewarmup_steps=1"]
+    qat_args = [*tracked, "stage=qat", f"stage.init_from={pretrain}", "stage.tokens=null", "stage.rewarmup_steps=1"]
     proc = run_train(qat_args, cwd, data_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return TrainedPair(pretrain=pretrain, qat=_single_new_dir(cwd / "out", {pretrain}))
+    return TrainedPair(pretrain=pretrain, qat=_single_new_dir(cwd / "out", {pretrain}), tracking_uri=uri)

@@ -18,6 +18,8 @@ from bitcpm.export.weights import fake_quantized_state, greedy, megatron_logits
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 WEIGHTS = "model.safetensors"
+SOURCE_RECORD = "bitcpm_source.json"
+"""Which run and checkpoint an export came from (evaluation logs into that run's MLflow run)."""
 
 
 @dataclass
@@ -59,6 +61,14 @@ def write_hf(source: Source, out: Path, layout: str, dtype: str) -> Path:
     config = hf_config(cfg, layout, bos_id=ids["bos_token_id"], eos_id=int(ids["eos_token_id"]), dtype=dtype)
     config["pad_token_id"] = ids["pad_token_id"]
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    record = {
+        "run_dir": str(source.run_dir.resolve()),
+        "checkpoint": str(source.checkpoint.resolve()),
+        "mlflow_run_id": source.mlflow_run_id,
+        "layout": layout,
+        "dtype": dtype,
+    }
+    (out / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     generation = {k: v for k, v in ids.items() if v is not None}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
     return out

@@ -24,6 +24,8 @@ class Source:
     checkpoint: Path
     run_dir: Path
     model: torch.nn.Module
+    mlflow_run_id: str | None = None
+    """The training run's MLflow run (evaluations log into it)."""
 
 
 def resolve(path: str | Path) -> tuple[Path, Path]:
@@ -67,17 +69,19 @@ def build_single_rank(job: JobConfig, quantized: bool = True) -> torch.nn.Module
     return model.eval()
 
 
-def _load_weights(ckpt_dir: Path, model: torch.nn.Module) -> None:
-    """Today's checkpoint format: one torch.save shard per tp rank, merged to tp=1."""
+def _load_weights(ckpt_dir: Path, model: torch.nn.Module) -> str | None:
+    """Today's checkpoint format: one torch.save shard per tp rank, merged to tp=1; returns the MLflow run id."""
     from bitcpm.training import checkpoint as ckpt
     from bitcpm.training.reshard import reshard_model_state
 
     saved = ckpt.saved_tp(ckpt_dir)
-    shards = [ckpt.read_shard(ckpt_dir, r)["model"] for r in range(saved)]
+    full = [ckpt.read_shard(ckpt_dir, r) for r in range(saved)]
+    shards = [shard["model"] for shard in full]
     state = shards[0] if saved == 1 else reshard_model_state(model, shards, 1, 0)
     own = model.state_dict()
     state = {k: (v.to(own[k].dtype) if isinstance(v, torch.Tensor) and k in own else v) for k, v in state.items()}
     model.load_state_dict(state)
+    return full[0].get("mlflow_run_id")
 
 
 def open_source(path: str | Path) -> Source:
@@ -87,5 +91,5 @@ def open_source(path: str | Path) -> Source:
     run_dir, ckpt_dir = resolve(path)
     job = load_job(run_dir / "config.yaml")
     model = build_single_rank(job)
-    _load_weights(ckpt_dir, model)
-    return Source(job=job, checkpoint=ckpt_dir, run_dir=run_dir, model=model)
+    run_id = _load_weights(ckpt_dir, model)
+    return Source(job=job, checkpoint=ckpt_dir, run_dir=run_dir, model=model, mlflow_run_id=run_id)
