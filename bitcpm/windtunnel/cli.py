@@ -52,6 +52,7 @@ def _search(sub) -> None:
     p.add_argument("--sampler", choices=("tpe", "grid"), default="tpe")
     p.add_argument("--no-prune", dest="prune", action="store_false", help="run every trial to the end")
     p.add_argument("--parallel", type=int, default=1, help="trials at once (each gets cores/parallel threads)")
+    p.add_argument("--threads", type=int, default=None, help="threads per trial (default: cores / parallel)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: optuna.db beside the MLflow store)")
     p.add_argument("overrides", nargs="*", help="fixed Hydra overrides of every trial")
@@ -67,11 +68,48 @@ def _run_search(a: argparse.Namespace) -> int:
         raise ValueError("--trials: required with --sampler tpe")
     if a.trials is not None and a.trials < 1 or a.parallel < 1:
         raise ValueError(f"--trials={a.trials} --parallel={a.parallel}: expected positive numbers")
-    args = SearchArgs(a.study, params, a.trials, a.sampler, a.prune, a.parallel, a.seed, a.storage, list(a.overrides))
+    args = SearchArgs(
+        a.study, params, a.trials, a.sampler, a.prune, a.parallel, a.threads, a.seed, a.storage, list(a.overrides)
+    )
     return run_search(args)
 
 
-COMMANDS = {"coordcheck": (_coordcheck, _run_coordcheck), "search": (_search, _run_search)}
+def _report(sub) -> None:
+    p = sub.add_parser("report", help="read a study back from MLflow: loss against lr per width, tables")
+    p.add_argument("study", help="study name (the bitcpm.study tag of its parent run)")
+    p.add_argument("--out", type=Path, default=Path("outputs/windtunnel/reports"), help="PNG and markdown go here")
+    p.add_argument("overrides", nargs="*", help="tracking overrides naming the store (tracking.uri=...)")
+
+
+def _run_report(a: argparse.Namespace) -> int:
+    from bitcpm.windtunnel.report_run import run_report
+
+    return run_report(a.study, list(a.overrides), a.out)
+
+
+def _transfer(sub) -> None:
+    p = sub.add_parser("transfer", help="write a study's best base hyperparameters as conf/experiment/NAME.yaml")
+    p.add_argument("study", help="study name (the bitcpm.study tag of its parent run)")
+    p.add_argument("--target", required=True, help="model preset to train with them (8b, 1b, ...)")
+    p.add_argument("--name", required=True, help="experiment name: python -m bitcpm.train experiment=NAME")
+    p.add_argument("--config-dir", type=Path, default=None, help="your config directory (default: the shipped conf/)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing experiment of that name")
+    p.add_argument("overrides", nargs="*", help="tracking overrides naming the store (tracking.uri=...)")
+
+
+def _run_transfer(a: argparse.Namespace) -> int:
+    from bitcpm.windtunnel.transfer import run_transfer
+
+    config_dir = a.config_dir.resolve() if a.config_dir else None
+    return run_transfer(a.study, a.target, a.name, config_dir, a.force, list(a.overrides))
+
+
+COMMANDS = {
+    "coordcheck": (_coordcheck, _run_coordcheck),
+    "search": (_search, _run_search),
+    "report": (_report, _run_report),
+    "transfer": (_transfer, _run_transfer),
+}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -33,6 +33,7 @@ class SearchArgs:
     sampler: str
     prune: bool
     parallel: int
+    threads: int | None
     seed: int
     storage: str | None
     overrides: list[str] = field(default_factory=list)
@@ -96,7 +97,8 @@ def plan_trial(args: SearchArgs, study, base_model) -> tuple[object, list[str], 
     from bitcpm.frontend.rundir import run_dir_for
 
     trial = study.ask({p.key: p.distribution() for p in args.params})
-    overrides = [*args.overrides, *trial_overrides(trial.params, base_model)]
+    name = f"tracking.run_name={args.study}-t{trial.number}"
+    overrides = [*args.overrides, *trial_overrides(trial.params, base_model), name]
     return trial, overrides, run_dir_for(_compose(overrides))
 
 

@@ -38,6 +38,12 @@ class MlflowLink:
         }
         params = {"space": space, "sampler": args.sampler, "overrides": " ".join(args.overrides), "storage": storage}
         self.parent = open_study_run(self.client, uri, job.tracking.experiment, args.study, "search", params)
+        self.client.update_run(self.parent, status="RUNNING")  # a resumed study's parent runs again
+
+    def close(self, status: str) -> None:
+        """End the study's parent run."""
+        if self.client is not None:
+            self.client.set_terminated(self.parent, status)
 
     def __call__(self, r: Running, state: str, losses: dict[int, float]) -> None:
         """Tag the trial's training run (found by its run directory) as a child of the study."""
@@ -68,7 +74,7 @@ def run_search(args: SearchArgs) -> int:
     link = MlflowLink(job, args, storage)
     already = counted(study)
     print(f"search {args.study}: {already} of {total} trials already finished (storage {storage})", flush=True)
-    threads = max(1, (os.cpu_count() or 1) // args.parallel)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
     running: list[Running] = []
     launched = 0
     stop = {"signal": None}
@@ -103,9 +109,12 @@ def run_search(args: SearchArgs) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
     if stop["signal"] is not None:
+        link.close("KILLED")
         print(f"search {args.study}: stopped by signal {stop['signal']}; rerun the command to resume", flush=True)
         return 75
-    return _summary(study, args.study, launched, link)
+    code = _summary(study, args.study, launched, link)
+    link.close("FINISHED" if code == 0 else "FAILED")
+    return code
 
 
 def _summary(study, name: str, launched: int, link: MlflowLink) -> int:
