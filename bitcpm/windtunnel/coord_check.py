@@ -125,16 +125,14 @@ def _forward(model: torch.nn.Module, tokens: torch.Tensor) -> None:
 
 def measure_width(job: JobConfig, width: int, steps: int, lr: float, batch: int, seed: int) -> WidthRecord:
     """Train `job` (already at `width`) for `steps` constant-lr steps; record sizes after each."""
-    from bitcpm.models import build_model
-    from bitcpm.quant.converter import convert_to_ternary
-    from bitcpm.training.optim import build_optimizer
+    from bitcpm.training.build import build_engine
     from bitcpm.training.steps import train_step
 
     torch.manual_seed(seed)
     seq = job.train.seq_length
-    model = build_model(job.model, seq_length=seq)
-    convert_to_ternary(model, job.quant)
-    optimizer = build_optimizer(model, job.model, job.optim, lr)
+    # The training stack itself: megatron DDP + optimizer with the muP lr overrides, ternary converter.
+    engine = build_engine(job, world_size=1, base_lr=lr)
+    model = engine.raw_chunks()[0]
     probe = Probe(model)
     tokens = _tokens(job.model.vocab_size, batch, seq, seed)
     start = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.dim() == 2}
@@ -159,9 +157,8 @@ def measure_width(job: JobConfig, width: int, steps: int, lr: float, batch: int,
     measure(with_updates=False)
     for step in range(steps):
         # One fixed batch, trained on and measured: an update's effect is Θ(1) on the inputs it was
-        # computed from (on unrelated random tokens it is mostly noise, ~1/sqrt(width)). No clipping: a
-        # global-norm clip rescales updates by a width-dependent factor and would hide (or fake) drift.
-        train_step(model, optimizer, [tokens], clip_grad=0.0, step=step)
+        # computed from (on unrelated random tokens it is mostly noise, ~1/sqrt(width)).
+        train_step(engine, [tokens], step=step)
         measure(with_updates=True)
     probe.remove()
     return record

@@ -31,7 +31,9 @@ def width_jobs(args: CoordCheckArgs) -> list:
     from bitcpm.windtunnel.widths import width_overrides
 
     cmd = CommandLine()
-    fixed = ["quant=none", *args.overrides, f"train.seq_length={args.seq_length}"]
+    # No clipping: a global-norm clip rescales updates by a width-dependent factor (hides or fakes drift).
+    fixed = ["quant=none", *args.overrides, f"train.seq_length={args.seq_length}", "optim.clip_grad=0"]
+    fixed += [f"parallel.micro_batch_size={args.batch}", f"parallel.global_batch_size={args.batch}"]
     base = compose_job(cmd, fixed, check_rules=False).model
     return [compose_job(cmd, [*fixed, *width_overrides(base, w, args.head_dim)]) for w in args.widths]
 

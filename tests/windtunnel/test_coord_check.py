@@ -35,6 +35,12 @@ def test_mup_passes_and_sp_fails_naming_the_layer(tmp_path: Path, quant: str) ->
     assert (tmp_path / "cc" / "coord_check.png").stat().st_size > 0
 
 
+def test_untied_lm_head_at_init_std_passes(tmp_path: Path) -> None:
+    untied = coordcheck(tmp_path, "quant=none", "model.tie_embeddings=false")
+    assert untied.returncode == 0, untied.stdout + untied.stderr
+    assert "output_layer.weight" in untied.stdout  # the head's own update is measured
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
     too_few = coordcheck(tmp_path, "--widths", "64,128")
     assert too_few.returncode == 2 and "at least 4 widths" in too_few.stderr.strip().splitlines()[-1]
