@@ -28,7 +28,7 @@ def _error(overrides: list[str]) -> str:
         ([*PP, "parallel.pp=3"], "model.num_layers=4 must be divisible by parallel.pp x parallel.virtual_pp=3x1=3"),
         ([*PP, "parallel.pp=2", "parallel.virtual_pp=4"], "parallel.pp x parallel.virtual_pp=2x4=8"),
         ([*PP, "parallel.virtual_pp=2"], "parallel.virtual_pp=2 needs parallel.pp > 1"),
-        ([*PP, "parallel.virtual_pp=0"], "parallel.virtual_pp=0: must be >= 1"),
+        ([*PP, "parallel.virtual_pp=0"], "parallel.virtual_pp=0: expected a value >= 1"),
         (["parallel.pp=2", "parallel.micro_batch_size=8"], "parallel.pp=2 needs at least pp micro-batches per step"),
         (
             ["parallel.pp=4", "parallel.virtual_pp=1", "parallel.micro_batch_size=4", "parallel.global_batch_size=12"],
