@@ -68,6 +68,10 @@ def _tag_trials(study: Study, members: list[Member]) -> dict[int, str | None]:
     for m in members:
         trial_tags = {st.STUDY_TAG: study.name, st.TRIAL_TAG: str(m.index + 1), st.OVERRIDES_TAG: m.label}
         set_parent(m, None, trial_tags)
+        for stage in m.stages:  # children named by what sets them apart (unless the user named them)
+            if stage.job.tracking.run_name is None:
+                name = f"{stage.name} {m.short_label}" if m.is_pipeline else m.short_label
+                stage.job.tracking.run_name = name
         if m.is_pipeline:
             pipeline_runs[m.index] = open_pipeline_run(m, study.parent_id)
         else:

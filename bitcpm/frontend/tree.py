@@ -35,10 +35,11 @@ def open_pipeline_run(member: Member, study_parent: str | None) -> str | None:
     tags = {"stage": "pipeline", "pipeline": pipeline_id, st.OVERRIDES_TAG: member.label}
     if study_parent is not None:
         tags[st.PARENT_TAG] = study_parent
+    name = f"pipeline {member.short_label}" if member.swept else f"pipeline-{member.job.experiment_name or pipeline_id}"
     try:
         run_id = st.open_parent(
             tracking,
-            run_name=f"pipeline-{member.job.experiment_name or pipeline_id}",
+            run_name=name,
             id_tag=st.PIPELINE_ID_TAG,
             id_value=pipeline_id,
             params={"stages": ",".join(s.name for s in member.stages)},
