@@ -73,9 +73,11 @@ def run(argv: list[str]) -> int:
 
     from bitcpm.config.store import register_schema
     from bitcpm.frontend.hydra_launch import TrialsFailed, discard_unstarted, study_started
+    from bitcpm.frontend.plugins import expose_hydra_plugins
     from bitcpm.frontend.sweeps import register_sweeps
     from bitcpm.presets import conf_dir
 
+    expose_hydra_plugins()
     register_schema()
     register_sweeps()
     try:
