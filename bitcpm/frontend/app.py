@@ -18,6 +18,7 @@ from bitcpm.frontend.compose import CONFIG_NAME, CommandLine, one_line_error
 
 EXIT_CONFIG = 2
 EXIT_TRIALS_FAILED = 1
+_LAUNCHED = {"single": False}  # set once a single run passed planning: later errors are not config errors
 
 
 def error_exit(message: str) -> int:
@@ -45,6 +46,7 @@ def run_task(cfg: DictConfig) -> int:
     except Exception as exc:  # raised out of the task, Hydra would print its own lines first
         return error_exit(one_line_error(exc))
     print_plans([member])
+    _LAUNCHED["single"] = True
     return run_single(member)
 
 
@@ -85,6 +87,7 @@ def run(argv: list[str]) -> int:
     except Exception as exc:
         return error_exit(one_line_error(exc))
     outcome = {"code": 0}
+    _LAUNCHED["single"] = False
 
     @hydra.main(config_path=str(conf_dir()), config_name=CONFIG_NAME, version_base=None)
     def task(cfg: DictConfig) -> None:
@@ -100,8 +103,8 @@ def run(argv: list[str]) -> int:
     except TrialsFailed:
         return EXIT_TRIALS_FAILED  # the study's summary has listed them
     except Exception as exc:
-        if study_started():
-            raise  # a crash while trials run is not a configuration error: keep its traceback
+        if study_started() or _LAUNCHED["single"]:
+            raise  # a crash while a job runs is not a configuration error: keep its traceback
         discard_unstarted()
         return error_exit(one_line_error(exc))
     finally:
