@@ -25,8 +25,8 @@ SITES: dict[str, dict[str, str]] = {
     "megatron.core.dist_checkpointing.strategies.state_dict_saver": {
         # all-reduces "may the cached save plan be reused?" as a CUDA int tensor
         "verify_global_md_reuse": "device='cuda'",
-        # all-reduces the per-node write failures on the current CUDA device
-        "_verify_results": "device=torch.cuda.current_device()",
+        # broadcasts "did any rank fail to write?" from a tensor on the current CUDA device
+        "save_state_dict_async_finalize": "device=torch.cuda.current_device()",
     },
 }
 

@@ -43,6 +43,22 @@ class _ShardsThenFaultPoint(SaveShardedStrategy):
         crash_point("shard_write", self.step)
 
 
+def _results_queue_in_process() -> None:
+    """Keep megatron's writer from starting a multiprocessing Manager (a server process) per trainer.
+
+    FileSystemWriterAsync collects write results through `_get_write_results_queue()`, a spawn-context
+    Manager queue meant for saves that finish in another process. Synchronous saves (ours) put and get in
+    this process only, so a plain queue does; and a Manager server outlives a trainer that is SIGKILLed
+    (OOM killer, node failure), keeping its stdout/stderr open, so whoever waits on them hangs.
+    """
+    import queue
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:
+        filesystem_async._results_queue = queue.Queue()
+
+
 def _local_bytes(state: dict[str, Any]) -> int:
     """Bytes this rank writes: the main replicas of its tensor shards."""
     total = 0
@@ -115,6 +131,7 @@ def write_staged(
 ) -> None:
     """Every rank: write the checkpoint of `step` into the staging directory tmp (created afresh)."""
     sharded_state.prepare(model_chunks)
+    _results_queue_in_process()
     rank0 = dist.get_rank() == 0
     if rank0:
         shutil.rmtree(tmp, ignore_errors=True)  # a staging directory left by a killed save

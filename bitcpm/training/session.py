@@ -15,10 +15,6 @@ from bitcpm.training.distributed import DistInfo, barrier
 from bitcpm.training.stage import initial_weights_from, stage_schedule
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state()}
-
-
 class Session:
     """Everything a worker holds during a run."""
 
@@ -74,28 +70,12 @@ class Session:
             teacher_job.model, seq_length=job.train.seq_length, tp=job.parallel.tp, dtype=teacher_job.hardware.dtype
         ).to(self.info.device)
         convert_to_ternary(teacher, teacher_job.quant)
-        teacher.load_state_dict(self._read_state(source, with_optimizer=False, model=teacher)["model"])
+        ckpt.load_model_weights(source, [teacher])
         teacher.requires_grad_(False).eval()
         self.teacher = teacher
         return make_distill_loss(teacher, job.stage.alpha, job.stage.temperature)
 
-    # --- state -------------------------------------------------------------------------------------
-    def _read_state(self, ckpt_dir: Path, with_optimizer: bool, model: torch.nn.Module | None = None) -> dict[str, Any]:
-        """This rank's state from a checkpoint, resharded when it was written at another tp size."""
-        from bitcpm.training.reshard import reshard_model_state, reshard_optimizer_state
-
-        model = model or self.model
-        tp, rank = self.job.parallel.tp, self.info.tp_rank
-        saved = ckpt.saved_tp(ckpt_dir)
-        if saved == tp:
-            return ckpt.read_shard(ckpt_dir, rank)
-        shards = [ckpt.read_shard(ckpt_dir, r) for r in range(saved)]
-        state = dict(shards[0])
-        state["model"] = reshard_model_state(model, [sh["model"] for sh in shards], tp, rank)
-        if with_optimizer:
-            state["optimizer"] = reshard_optimizer_state(model, [sh["optimizer"] for sh in shards], tp, rank)
-        return state
-
+    # --- state ---------------------------------------------------------------------------------------
     def restore(self) -> str:
         """Resume from the newest complete checkpoint of this run, or initialise from stage.init_from."""
         partial = ckpt.incomplete_checkpoints(self.run_dir)
@@ -107,10 +87,7 @@ class Session:
             for p in partial:
                 ckpt.discard(p)
         if latest is not None:
-            state = self._read_state(latest, with_optimizer=True)
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"]["torch"])
+            state = ckpt.load_checkpoint(latest, [self.model], self.optimizer)  # RNG states come back inside
             self.step = state["step"]
             self.nan_skips = state.get("nan_skips", 0)
             self.mlflow_run_id = state.get("mlflow_run_id")
@@ -121,37 +98,23 @@ class Session:
         if source is not None:
             # The loss of the freshly initialised model shows what the stage gains from its start.
             self.fresh_init_val_loss = self.validate()
-            self.model.load_state_dict(self._read_state(source, with_optimizer=False)["model"])
+            ckpt.load_model_weights(source, [self.model])
             return f"initialised from {source} (a fresh model's validation loss: {self.fresh_init_val_loss:.4f})"
         return "fresh start"
 
     def save(self) -> Path | None:
         """Write a complete checkpoint of the current step (all ranks; rank 0 publishes)."""
-        tmp = ckpt.temporary_dir(self.run_dir, self.step)
-        if self.info.dp_rank == 0:
-            ckpt.write_shard(
-                tmp,
-                self.info.tp_rank,
-                {
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "rng": _rng_state(),
-                    "step": self.step,
-                    "nan_skips": self.nan_skips,
-                    "consumed_samples": self.step * self.job.parallel.global_batch_size,
-                    # Read at save time: after an outage at start the run id only exists once the server is back.
-                    "mlflow_run_id": getattr(self.tracker, "run_id", None) or self.mlflow_run_id,
-                    "config": OmegaConf.to_container(OmegaConf.structured(self.job)),
-                },
-            )
-        barrier()
-        final = (
-            ckpt.publish(self.run_dir, self.step, keep_last=self.job.train.keep_checkpoints)
-            if self.info.is_main
-            else None
+        extra = {
+            "step": self.step,
+            "nan_skips": self.nan_skips,
+            "consumed_samples": self.step * self.job.parallel.global_batch_size,
+            # Read at save time: after an outage at start the run id only exists once the server is back.
+            "mlflow_run_id": getattr(self.tracker, "run_id", None) or self.mlflow_run_id,
+            "config": OmegaConf.to_container(OmegaConf.structured(self.job)),
+        }
+        return ckpt.save_checkpoint(
+            self.run_dir, self.step, [self.model], self.optimizer, extra, keep=self.job.train.keep_checkpoints
         )
-        barrier()
-        return final
 
     # --- loop --------------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[torch.Tensor]:

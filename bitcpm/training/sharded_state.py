@@ -91,8 +91,59 @@ def _set_adam_step(native: Any, step: int) -> None:
             _set_adam_step(value, step)
 
 
+class TorchOptimizer:
+    """A plain torch optimizer (AdamW) seen through megatron's optimizer checkpoint interface.
+
+    Its per-parameter moments get the keys megatron's own non-distributed optimizer uses
+    (`optimizer.state.<moment>.<param key>`), so the two read each other's checkpoints.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.init_state_fn = None
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def sharded_state_dict(self, model_sd: dict[str, Any], is_loading: bool = False, metadata=None) -> dict:
+        """megatron's optimizer format: moments as ShardedTensors, the common step apart."""
+        from megatron.core.dist_checkpointing.optimizer import (
+            get_param_id_to_sharded_param_map,
+            optim_state_to_sharding_state,
+        )
+
+        if is_loading:
+            for p in self._params():
+                entry = self.optimizer.state[p]
+                if "exp_avg" not in entry:
+                    entry.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                entry.setdefault("step", torch.zeros((), dtype=torch.float32))
+        state = self.optimizer.state_dict()
+        steps = {float(e["step"]) for e in state["state"].values() if "step" in e}
+        optim_state_to_sharding_state(
+            state, get_param_id_to_sharded_param_map(model_sd, self._params()), exclude_keys=("step",)
+        )
+        if steps:
+            state["state"]["common_step"] = max(steps)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load moments and step (each parameter its own step tensor)."""
+        step = state["state"].pop("common_step", None)
+        for entry in state["state"].values():
+            if step is not None:
+                entry["step"] = torch.tensor(float(step))
+        self.optimizer.load_state_dict(state)
+
+
+def as_megatron(optimizer: Any) -> Any:
+    """megatron optimizers as they are; torch optimizers behind TorchOptimizer."""
+    return TorchOptimizer(optimizer) if isinstance(optimizer, torch.optim.Optimizer) else optimizer
+
+
 def optimizer_save_state(optimizer, model_sd: dict[str, Any]) -> tuple[dict[str, ShardedBase], int | None]:
     """The optimizer's sharded tensors (keyed by position) and Adam's step count."""
+    optimizer = as_megatron(optimizer)
     native = optimizer.sharded_state_dict(model_sd, is_loading=False, metadata=OPTIMIZER_METADATA)
     return {str(i): v for i, v in enumerate(_sharded_leaves(native))}, adam_step(native)
 
@@ -139,7 +190,7 @@ def _seed_fresh_state(optimizer) -> None:
     needs them to describe itself; the checkpoint's values replace them)."""
     for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
         inner = getattr(opt, "optimizer", None)
-        if inner is None or len(inner.state) > 0 or opt.init_state_fn is None:
+        if inner is None or len(inner.state) > 0 or getattr(opt, "init_state_fn", None) is None:
             continue
         opt.init_state_fn(inner, opt.config)
         for group in inner.param_groups:
@@ -151,6 +202,7 @@ class OptimizerLoad:
     """Request the optimizer's tensors from a checkpoint, then hand them to the optimizer."""
 
     def __init__(self, optimizer, model_sd: dict[str, Any], saved_keys: set[str]) -> None:
+        optimizer = as_megatron(optimizer)
         self.optimizer = optimizer
         _seed_fresh_state(optimizer)
         self.native = optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=OPTIMIZER_METADATA)
