@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -32,7 +33,7 @@ class TrainConfig:
     eval_interval: int = 50
     """Steps between validation passes; 0 disables periodic validation."""
     eval_batches: int = 8
-    """Micro-batches per validation pass."""
+    """Global batches per validation pass: the same held-out sequences at every parallel layout."""
     save_interval: int = 0
     """Steps between checkpoints; 0 saves only at the end."""
     output_root: str = "outputs"
@@ -69,3 +70,5 @@ class JobConfig:
     """Print the plan and stop before building anything."""
     experiment_name: str | None = None
     """Name of a recipe from conf/experiment (set by the recipe itself)."""
+    study: dict[str, Any] = field(default_factory=dict)
+    """Free variables of a study (sweeps/): swept values that other keys interpolate, e.g. ${study.qat_fraction}."""

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 
 from bitcpm.backends.capabilities import CAPABILITIES
+from bitcpm.config.parallel import derive_layout
 from bitcpm.config.root import JobConfig
 
 
@@ -46,6 +47,7 @@ def check_choices(cfg: JobConfig) -> None:
         "hardware.device": (cfg.hardware.device, tuple(CAPABILITIES)),
         "parallel.recompute": (cfg.parallel.recompute, ("none", "selective", "full")),
         "model.rope.type": (cfg.model.rope.type, ("default", "longrope")),
+        "model.parameterization": (cfg.model.parameterization, ("mup", "sp")),
         "train.nan_policy": (cfg.train.nan_policy, ("skip", "stop")),
     }
     for key, (value, allowed) in choices.items():
@@ -194,16 +196,61 @@ def check_backend(cfg: JobConfig) -> None:
     if p.pp > 1 and not caps.pipeline_parallel:
         _fail(f"parallel.pp={p.pp}: pipeline parallelism is not available on hardware.device={device}")
     if p.cp > 1 and not caps.context_parallel:
-        _fail(f"parallel.cp={p.cp}: context parallelism is not available on hardware.device={device}")
-    if p.sequence_parallel and not caps.sequence_parallel:
         _fail(
-            f"parallel.sequence_parallel=true: not available on hardware.device={device} "
-            "(megatron's local norms need CUDA/NPU kernels)"
+            f"parallel.cp={p.cp}: context parallelism is not available on hardware.device={device} "
+            "(bitcpm's SDPA layer spec does not split the sequence)"
         )
+    if p.sequence_parallel and not caps.sequence_parallel:
+        _fail(f"parallel.sequence_parallel=true: not available on hardware.device={device}")
     if p.sequence_parallel and p.tp == 1:
         _fail("parallel.sequence_parallel=true needs parallel.tp > 1")
     if cfg.hardware.dtype not in caps.dtypes:
         _fail(f"hardware.dtype={cfg.hardware.dtype}: expected one of {', '.join(caps.dtypes)}")
+
+
+def check_pipeline(cfg: JobConfig) -> None:
+    """Stages split the layers evenly; 1F1B keeps every stage busy; interleaving needs pp > 1."""
+    p, m = cfg.parallel, cfg.model
+    if p.virtual_pp < 1:
+        _fail(f"parallel.virtual_pp={p.virtual_pp}: must be >= 1")
+    if p.virtual_pp > 1 and p.pp == 1:
+        _fail(f"parallel.virtual_pp={p.virtual_pp} needs parallel.pp > 1 (interleaving splits pipeline stages)")
+    chunks = p.pp * p.virtual_pp
+    if m.num_layers % chunks:
+        _fail(
+            f"model.num_layers={m.num_layers} must be divisible by parallel.pp x parallel.virtual_pp="
+            f"{p.pp}x{p.virtual_pp}={chunks}"
+        )
+    if p.pp == 1:
+        return
+    layout = derive_layout(p, world_size(cfg))
+    dp, micro = layout.dp, layout.micro_batches_per_step
+    if micro < p.pp:
+        _fail(
+            f"parallel.pp={p.pp} needs at least pp micro-batches per step: parallel.global_batch_size="
+            f"{p.global_batch_size} / (parallel.micro_batch_size={p.micro_batch_size} x dp={dp}) = {micro}"
+        )
+    if p.virtual_pp > 1 and micro % p.pp:
+        _fail(
+            f"parallel.virtual_pp={p.virtual_pp}: interleaved 1F1B needs micro-batches per step ({micro}) "
+            f"divisible by parallel.pp={p.pp}"
+        )
+    if cfg.stage.name == "distill":
+        _fail(f"stage=distill runs the teacher beside the student: use parallel.pp=1 (got {p.pp})")
+
+
+def check_engine(cfg: JobConfig) -> None:
+    """Engine switches: the bucket is positive; parameter-gather overlap needs the distributed optimizer."""
+    p = cfg.parallel
+    if p.bucket_size_mb <= 0:
+        _fail(f"parallel.bucket_size_mb={p.bucket_size_mb}: must be positive")
+    layout = derive_layout(p, world_size(cfg))
+    dp = layout.dp
+    if p.overlap_param_gather and not layout.distributed_optimizer:
+        _fail(
+            "parallel.overlap_param_gather=true needs the distributed optimizer "
+            f"(parallel.distributed_optimizer={p.distributed_optimizer}, dp={dp})"
+        )
 
 
 def check_sequence(cfg: JobConfig) -> None:
@@ -241,8 +288,25 @@ def check_stage(cfg: JobConfig) -> None:
     if st.rewarmup_steps < 0:
         _fail(f"stage.rewarmup_steps={st.rewarmup_steps}: must be >= 0")
     tokens = parse_tokens(st.tokens)
+    check_hf_init_from(cfg, tokens)
     if tokens == "auto" and st.name == "pretrain":
         _fail("stage.tokens=auto only applies to stage=qat (2x the source run's decay tokens)")
+
+
+def check_hf_init_from(cfg: JobConfig, tokens: int | str | None) -> None:
+    """stage.init_from naming a Hugging Face checkpoint: it must fit the model (headers only, no torch)."""
+    from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
+
+    if not is_hf_checkpoint(cfg.stage.init_from):
+        return
+    from bitcpm.models.minicpm.hf_check import HFCheckError, check_hf_init
+
+    if tokens == "auto":
+        _fail("stage.tokens=auto needs a bitcpm run as stage.init_from (a Hugging Face checkpoint has no schedule)")
+    try:
+        check_hf_init(cfg.model, str(cfg.stage.init_from))
+    except HFCheckError as exc:
+        _fail(str(exc))
 
 
 def check_schedule(cfg: JobConfig) -> None:
@@ -346,6 +410,8 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_world,
     check_batch,
     check_backend,
+    check_pipeline,
+    check_engine,
     check_sequence,
     check_stage,
     check_schedule,

@@ -18,16 +18,11 @@ from typing import Any
 import torch
 
 from bitcpm.training import checkpoint as ckpt
+from bitcpm.training.reshard import merge_shards
 
 
 class ConvertError(ValueError):
     """Input the converter cannot take."""
-
-
-def merge_shards(shards: list[torch.Tensor], dim: int, stride: int) -> torch.Tensor:
-    """The full tensor from per-rank shards (rank order); a strided shard holds `stride` interleaved pieces."""
-    pieces = [s.chunk(stride, dim=dim) for s in shards]
-    return torch.cat([pieces[r][j] for j in range(stride) for r in range(len(shards))], dim=dim)
 
 
 def _merge(param: torch.nn.Parameter, values: list[torch.Tensor]) -> torch.Tensor:

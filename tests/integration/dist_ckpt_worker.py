@@ -142,12 +142,10 @@ def main() -> None:
 
     from bitcpm.backends import cpu
     from bitcpm.training import checkpoint as ckpt
-    from tests.integration import engine_cpu_shim_tmp
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    cpu.after_process_group()
-    engine_cpu_shim_tmp.apply()
+    cpu.after_process_group()  # the CPU backend's shim for megatron's DDP, optimizer and schedules
     ps.initialize_model_parallel(tensor_model_parallel_size=a.tp, pipeline_model_parallel_size=a.pp)
     tensor_parallel.model_parallel_cuda_manual_seed(SEED)
     torch.manual_seed(SEED)

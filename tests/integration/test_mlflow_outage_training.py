@@ -23,7 +23,7 @@ def _steps_done(out: Path) -> int:
 def test_server_stopped_and_restarted_mid_run(tmp_path: Path, data_cache: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from bitcpm.tracking.server import start_local_server
+    from tests.support.mlflow_server import start_local_server
 
     steps = 60
     server = start_local_server(f"sqlite:///{tmp_path}/server.db")

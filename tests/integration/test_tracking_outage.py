@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from bitcpm.config.tracking import TrackingConfig
 from bitcpm.tracking import open_tracker, resilient
 from bitcpm.tracking.mlflow_tracker import FAST_FAIL_HTTP_ENV
-from bitcpm.tracking.server import LocalServer, free_port, start_local_server
+from tests.support.mlflow_server import LocalServer, free_port, start_local_server
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from bitcpm.config.tracking import TrackingConfig
 from bitcpm.tracking import open_tracker
-from bitcpm.tracking.server import ServerStartError, start_local_server
+from tests.support.mlflow_server import ServerStartError, start_local_server
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bitcpm.bench import check_bench, order
-from bitcpm.bench_report import Measurement, Workload, format_table, summarize
-from bitcpm.compose import CommandLine, compose_job
+from bitcpm.bench.cli import check_bench, order
+from bitcpm.bench.report import Measurement, Workload, format_table, summarize
 from bitcpm.config.validate import ConfigError
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 
 def _workload(peak: float | None = 100.0) -> Workload:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from bitcpm.compose import CommandLine, compose_job
-from bitcpm.estimate import (
+from bitcpm.frontend.compose import CommandLine, compose_job
+from bitcpm.frontend.submission import plan_text
+from bitcpm.plan import count_params, flops_per_token, make_plan
+from bitcpm.plan.estimate import (
     MFU_ASSUMED,
     estimate_memory,
     layer_activation_bytes,
     stage_params,
     step_seconds,
 )
-from bitcpm.plan import count_params, flops_per_token, format_plan, make_plan
+from tests.support.finished_run import finished_run
 
 
 def _job(*overrides: str):
@@ -66,13 +68,14 @@ def test_recompute_setting_chooses_the_activation_figure():
     assert full.activations == none.activations_by_recompute["full"] < none.activations
 
 
-def test_distill_counts_the_teacher_from_its_preset():
-    args = ["model=1b", "hardware=h100", "stage=distill", "stage.init_from=a", "stage.teacher_from=b"]
+def test_distill_counts_the_teacher_from_its_preset(tmp_path):
+    run = finished_run(tmp_path / "run", ["model=1b", "quant=none"])
+    args = ["model=1b", "hardware=h100", "stage=distill", f"stage.init_from={run}", f"stage.teacher_from={run}"]
     without = estimate_memory(j := _job(*args), make_plan(j))
     teacher = estimate_memory(j := _job(*args, "stage.teacher_model=8b"), make_plan(j))
     assert without.teacher == 0
     assert teacher.teacher > 2 * 8.0e9  # 8B frozen bf16 weights plus its logits
-    assert "distill teacher 8b" in format_plan(j, make_plan(j))
+    assert "distill teacher 8b" in plan_text(j)
 
 
 def test_step_time_from_peak_and_assumed_mfu():
@@ -93,17 +96,17 @@ def test_step_time_from_peak_and_assumed_mfu():
 
 def test_memory_warning_past_the_device():
     job = _job("model=8b", "hardware=h100", "quant=none", "train.seq_length=4096", "parallel.micro_batch_size=1")
-    text = format_plan(job, make_plan(job))
+    text = plan_text(job)
     assert "WARNING" in text and "exceeds hardware.memory_gb=80" in text
     small = _job("model=debug", "hardware=h100")
-    assert "WARNING" not in format_plan(small, make_plan(small))
+    assert "WARNING" not in plan_text(small)
 
 
 @pytest.mark.parametrize("launcher", ["local", "slurm"])
 def test_plan_shows_memory_step_time_and_the_launch(launcher: str):
     job = _job(f"launcher={launcher}", "parallel=tp2", "hardware=h100", "parallel.global_batch_size=8")
-    text = format_plan(job, make_plan(job))
+    text = plan_text(job)
     assert "memory     per device" in text and "step time  ~" in text
     assert "node 0: ranks 0-1" in text
     assert f"launch     {launcher}" in text
-    assert ("torch.distributed.run" in text) if launcher == "local" else ("#SBATCH --gpus-per-node=2" in text)
+    assert ("launchers.elastic" in text) if launcher == "local" else ("#SBATCH --gpus-per-node=2" in text)

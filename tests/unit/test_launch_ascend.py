@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bitcpm.compose import CommandLine, compose_job
 from bitcpm.config.validate import ConfigError
-from bitcpm.submission import request_for
+from bitcpm.frontend.compose import CommandLine, compose_job
+from bitcpm.frontend.submission import request_for
 from launchers import ascend, node_scripts
 from launchers.ascend_check import check_stack
 from launchers.ranktable import RankTableError, rank_table
@@ -147,6 +147,6 @@ def test_non_npu_hardware_gets_plain_scripts_and_a_warning(tmp_path: Path):
     job = compose_job(CommandLine(), ["launcher=ascend", "launcher.scheduler=none"])
     req = request_for(job, tmp_path, "bitcpm.worker")
     assert req.env == {} and req.setup == [] and req.preflight == []
-    from bitcpm.plan import format_plan, make_plan
+    from bitcpm.frontend.submission import plan_text
 
-    assert "WARNING    launcher=ascend with hardware.device=cpu" in format_plan(job, make_plan(job))
+    assert "WARNING    launcher=ascend with hardware.device=cpu" in plan_text(job)

@@ -9,9 +9,9 @@ import pytest
 
 import launchers.slurm
 from bitcpm import train
-from bitcpm.compose import CommandLine, compose_job
 from bitcpm.config.validate import ConfigError
-from bitcpm.submission import request_for
+from bitcpm.frontend.compose import CommandLine, compose_job
+from bitcpm.frontend.submission import request_for
 
 
 def _job(*overrides: str):

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bitcpm.compose import CommandLine, compose_job
 from bitcpm.config.model import ModelConfig
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -86,21 +86,23 @@ def test_forward_matches_plain_minicpm(dist_cpu, tie: bool) -> None:
 
 
 def test_mup_init_and_lr_rules(dist_cpu) -> None:
-    from bitcpm.models import build_model
-    from bitcpm.training.optim import build_optimizer
+    from bitcpm.training.build import build_engine
 
     job = compose_job(CommandLine(), ["quant=none", "model.hidden_size=512", "model.dim_model_base=128"])
     cfg = job.model
     m = cfg.width_mult
     assert m == 4
-    model = build_model(cfg, seq_length=32)
+    engine = build_engine(job, 1, base_lr=0.01)  # megatron's optimizer with bitcpm's muP param-group overrides
+    model = engine.raw_chunks()[0]
     params = dict(model.named_parameters())
     hidden = params["decoder.layers.0.mlp.linear_fc1.weight"]
     assert hidden.std().item() == pytest.approx(cfg.init_std / math.sqrt(m), rel=0.02)
     assert params["embedding.word_embeddings.weight"].std().item() == pytest.approx(cfg.init_std, rel=0.02)
-    opt = build_optimizer(model, cfg, job.optim, base_lr=0.01)
-    lr_of = {name: g["lr"] for g in opt.param_groups for name in g["names"]}
-    wd_of = {name: g["weight_decay"] for g in opt.param_groups for name in g["names"]}
+    name_of = {id(p): n for n, p in params.items()}
+    groups = engine.optimizer.param_groups
+    lr_of = {name_of[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    wd_of = {name_of[id(p)]: g["weight_decay"] for g in groups for p in g["params"]}
+    assert len(lr_of) == len(params)
     assert lr_of["decoder.layers.1.self_attention.linear_qkv.weight"] == pytest.approx(0.01 / m)
     assert lr_of["decoder.layers.1.mlp.linear_fc2.weight"] == pytest.approx(0.01 / m)
     assert lr_of["embedding.word_embeddings.weight"] == pytest.approx(0.01)
@@ -120,13 +122,33 @@ def test_longrope_divides_inverse_frequencies(dist_cpu) -> None:
         "model.rope.type=longrope",
         f"model.rope.short_factor={factors}",
         f"model.rope.long_factor={[2 * f for f in factors]}",
-        "model.rope.original_max_position_embeddings=64",
     ]
     base = build_model(plain, seq_length=32).rotary_pos_emb.inv_freq
-    short = build_model(_model_cfg(*rope), seq_length=32).rotary_pos_emb.inv_freq
-    long = build_model(_model_cfg(*rope, "model.max_position_embeddings=1024"), seq_length=128).rotary_pos_emb.inv_freq
+    # As the remote code: the table is built for max_position_embeddings, so the window (not the sequence
+    # at hand) picks the factors.
+    within = [*rope, "model.max_position_embeddings=1024", "model.rope.original_max_position_embeddings=1024"]
+    beyond = [*rope, "model.max_position_embeddings=1024", "model.rope.original_max_position_embeddings=64"]
+    short = build_model(_model_cfg(*within), seq_length=32).rotary_pos_emb.inv_freq
+    long = build_model(_model_cfg(*beyond), seq_length=32).rotary_pos_emb.inv_freq
     torch.testing.assert_close(short, base / torch.tensor(factors))
     torch.testing.assert_close(long, base / torch.tensor([2 * f for f in factors]))
+
+
+def test_longrope_attention_factor_is_the_remote_codes(dist_cpu) -> None:
+    from bitcpm.models.minicpm.model import transformer_config
+
+    for original, expected in ((1024, 1.0), (64, 1.0 + math.log(1024 / 64) / math.log(64))):
+        cfg = _model_cfg(
+            "model.rope.type=longrope",
+            f"model.rope.short_factor={[1.0] * 32}",
+            f"model.rope.long_factor={[1.0] * 32}",
+            "model.max_position_embeddings=1024",
+            f"model.rope.original_max_position_embeddings={original}",
+        )
+        # cos and sin both carry sqrt(expected): every q.k logit carries `expected`.
+        scale = transformer_config(cfg).softmax_scale
+        assert scale == pytest.approx(expected / math.sqrt(cfg.kv_channels), rel=1e-12)
+    assert transformer_config(_model_cfg()).softmax_scale is None
 
 
 def test_8b_preset_carries_the_shipped_longrope_factors() -> None:

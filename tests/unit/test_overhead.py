@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bitcpm.compose import CommandLine, compose_job
-from bitcpm.tracking.overhead import (
+from bitcpm.bench.overhead import (
     BENCH_KEY_TAG,
     BENCH_VARIANT_TAG,
     bench_key,
@@ -15,6 +14,7 @@ from bitcpm.tracking.overhead import (
     find_bf16_bench,
     qat_overhead,
 )
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 
 def _job(*overrides: str):

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bitcpm.tracking.system_metrics import (
+from bitcpm.monitoring.system_metrics import (
     RankPlace,
     SystemMonitor,
     node_index,
@@ -49,7 +49,7 @@ def test_missing_utilization_is_left_out_and_npu_prefix() -> None:
 
 
 def test_cpu_is_a_silent_no_op_with_one_note(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="bitcpm.tracking.system_metrics"):
+    with caplog.at_level(logging.INFO, logger="bitcpm.monitoring.system_metrics"):
         mon = SystemMonitor.for_rank("cpu", rank=0, local_rank=0)
         assert not mon.enabled
         assert mon.sample() == {} and mon.collect() == {} and mon.collect_tags() == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bitcpm.compose import CommandLine, compose_job
+from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.plan import count_params, flops_per_token, make_plan
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bitcpm.compose import CommandLine, compose_job
 from bitcpm.config.validate import ConfigError
+from bitcpm.frontend.compose import CommandLine, compose_job
 
 
 def test_defaults_are_auto_and_cached() -> None:

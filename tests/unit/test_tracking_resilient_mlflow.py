@@ -12,7 +12,7 @@ from bitcpm.config.tracking import TrackingConfig
 from bitcpm.tracking import open_tracker, replay_spool
 from bitcpm.tracking.mlflow_tracker import FAST_FAIL_HTTP_ENV, OPEN_ID_TAG, start_mlflow_run, use_fast_fail_http
 from bitcpm.tracking.resilient import ResilientTracker
-from bitcpm.tracking.server import free_port
+from tests.support.mlflow_server import free_port
 
 
 def Cfg(uri: str | None) -> TrackingConfig:  # noqa: N802 (reads like the config it builds)

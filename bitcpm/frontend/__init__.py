@@ -1,0 +1,1 @@
+"""The login-node side of a job: compose, run directory, submission, pipeline recipes (no torch)."""

@@ -1,0 +1,1 @@
+"""Per-rank system metrics (device memory, utilisation) sampled during training."""

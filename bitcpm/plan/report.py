@@ -1,0 +1,38 @@
+"""The plan as printed before a launch."""
+
+from __future__ import annotations
+
+from bitcpm.config.root import JobConfig
+from bitcpm.plan.counts import human
+from bitcpm.plan.estimate import estimate_memory, memory_lines, node_lines, step_lines
+from bitcpm.plan.layout import Plan
+
+
+def format_plan(cfg: JobConfig, plan: Plan, launch_lines: list[str] = (), max_ranks: int = 16) -> str:
+    """Render the plan as the text shown before a launch (or instead of it, with dry_run); launch_lines last."""
+    m, c, p = cfg.model, plan.params, cfg.parallel
+    tie = "tied embedding" if m.tie_embeddings else "untied LM head"
+    quant = "none" if not cfg.quant.enabled else f"{cfg.quant.method} g={cfg.quant.group_size}"
+    lines = [
+        f"model      {m.name}: {human(c.total)} parameters ({tie}), {human(c.non_embedding)} non-embedding",
+        f"           L={m.num_layers} h={m.hidden_size} ffn={m.intermediate_size} heads={m.num_attention_heads}"
+        f"/{m.num_kv_heads} head_dim={m.kv_channels} vocab={m.vocab_size} m={m.width_mult:g}",
+        f"quant      {quant}   stage {cfg.stage.name}",
+        f"compute    {human(plan.flops_per_token)}FLOP/token (seq {cfg.train.seq_length}), "
+        f"{plan.tokens_per_step:,} tokens/step, {cfg.train.steps} steps = "
+        f"{human(plan.tokens_per_step * cfg.train.steps)} tokens",
+        f"parallel   world={plan.world_size} tp={p.tp} pp={p.pp} cp={p.cp} dp={plan.dp} "
+        f"micro={p.micro_batch_size} global={p.global_batch_size} accumulation={plan.grad_accumulation}",
+        f"hardware   {cfg.hardware.name} ({cfg.hardware.device}, {cfg.hardware.dist_backend}, "
+        f"{cfg.hardware.dtype}) x {plan.world_size} on {cfg.launcher.nodes} node(s), launcher {cfg.launcher.name}",
+        "ranks      rank node local  tp cp dp pp",
+    ]
+    for r in plan.layout[:max_ranks]:
+        lines.append(f"           {r.rank:4d} {r.node:4d} {r.local_rank:5d} {r.tp:3d} {r.cp:2d} {r.dp:2d} {r.pp:2d}")
+    if len(plan.layout) > max_ranks:
+        lines.append(f"           ... {len(plan.layout) - max_ranks} more ranks")
+    lines += node_lines(plan, cfg.launcher.nodes)
+    lines += memory_lines(cfg, estimate_memory(cfg, plan))
+    lines += step_lines(cfg, plan)
+    lines += launch_lines
+    return "\n".join(lines)
