@@ -40,7 +40,13 @@ def read_legacy(ckpt_dir: Path) -> list[dict[str, Any]]:
         raise ConvertError(f"{ckpt_dir}: no shard_tpXX_pp00.pt files (already converted, or not a bitcpm checkpoint)")
     if any(ckpt_dir.glob("shard_tp*_pp0[1-9].pt")):
         raise ConvertError(f"{ckpt_dir}: pipeline-parallel shards; earlier bitcpm versions never wrote them")
-    return [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+    shards = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+    if "optimizer" not in shards[0]:  # model shards beside optim_rankNNNNN.pt files: a development build's
+        raise ConvertError(
+            f"{ckpt_dir}: written by an interim development build (optim_rank*.pt files), whose optimizer "
+            "state this converter cannot map; rerun that training from its last checkpoint of a release"
+        )
+    return shards
 
 
 def _full_state(model: torch.nn.Module, shards: list[dict[str, Any]]) -> tuple[dict, dict]:
