@@ -2,8 +2,8 @@
 
 A run directory means its newest complete checkpoint. The model is built at tp=1 in fp32 on the CPU with the
 run's quantizer, so its forward is bitcpm's own forward of the trained weights (the reference every export is
-verified against). Reading the weights is `_load_weights`: swap it for the checkpoint module's loader when the
-checkpoint format changes; nothing else here knows the format.
+verified against). Reading the weights is `_load_weights`, the checkpoint module's weights-only loader: nothing
+else here knows the checkpoint format.
 """
 
 from __future__ import annotations
@@ -70,18 +70,11 @@ def build_single_rank(job: JobConfig, quantized: bool = True) -> torch.nn.Module
 
 
 def _load_weights(ckpt_dir: Path, model: torch.nn.Module) -> str | None:
-    """Today's checkpoint format: one torch.save shard per tp rank, merged to tp=1; returns the MLflow run id."""
+    """The checkpoint module's weights-only loader (any saved tp); returns the training run's MLflow run id."""
     from bitcpm.training import checkpoint as ckpt
-    from bitcpm.training.reshard import reshard_model_state
 
-    saved = ckpt.saved_tp(ckpt_dir)
-    full = [ckpt.read_shard(ckpt_dir, r) for r in range(saved)]
-    shards = [shard["model"] for shard in full]
-    state = shards[0] if saved == 1 else reshard_model_state(model, shards, 1, 0)
-    own = model.state_dict()
-    state = {k: (v.to(own[k].dtype) if isinstance(v, torch.Tensor) and k in own else v) for k, v in state.items()}
-    model.load_state_dict(state)
-    return full[0].get("mlflow_run_id")
+    extra = ckpt.load_model_weights(ckpt_dir, [model])
+    return extra.get("mlflow_run_id")
 
 
 def open_source(path: str | Path) -> Source:
