@@ -139,3 +139,34 @@ def test_train_from_hf_checkpoint(tmp_path: Path, data_cache: Path) -> None:
     proc = run_train(common, tmp_path, data_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"initialised from Hugging Face checkpoint {ckpt}" in proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tied", [False, True])
+def test_llama_checkpoint_saved_by_transformers_imports_at_tp2(tmp_path: Path, tied: bool) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=8192,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.8, 1.2)
+    model.save_pretrained(str(tmp_path / "llama"))
+    tokens = torch.randint(0, 8192, (2, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(input_ids=tokens).logits
+    got = _import_logits(tmp_path, tmp_path / "llama", tokens, 2)
+    assert (got - want).abs().max().item() < 1e-4
