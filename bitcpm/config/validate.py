@@ -47,6 +47,7 @@ def check_choices(cfg: JobConfig) -> None:
         "hardware.device": (cfg.hardware.device, tuple(CAPABILITIES)),
         "parallel.recompute": (cfg.parallel.recompute, ("none", "selective", "full")),
         "model.rope.type": (cfg.model.rope.type, ("default", "longrope")),
+        "model.parameterization": (cfg.model.parameterization, ("mup", "sp")),
         "train.nan_policy": (cfg.train.nan_policy, ("skip", "stop")),
     }
     for key, (value, allowed) in choices.items():
