@@ -16,8 +16,6 @@ from omegaconf import OmegaConf
 from bitcpm.config.ranges import check_ranges
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError, validate
-from bitcpm.models.minicpm.hf_check import check_hf_init_from
-from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
 
 COMPLETE = "COMPLETE"  # the marker bitcpm.training.checkpoint writes last into a finished checkpoint
 # Keys that fix the shape of every weight: a checkpoint loads into the job only if they agree.
@@ -124,9 +122,6 @@ def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset(
         path = Path(value)
         if not path.exists():
             raise ConfigError(f"{key}={value}: no such checkpoint or run directory")
-        if key == "stage.init_from" and is_hf_checkpoint(path):
-            check_hf_init_from(job)  # config.json + safetensors headers against the model
-            continue
         checkpoint = complete_checkpoint(path)
         if checkpoint is None:
             raise ConfigError(f"{key}={value}: no complete checkpoint there (no {COMPLETE} marker)")

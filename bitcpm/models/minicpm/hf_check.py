@@ -90,17 +90,3 @@ def check_tensors(cfg: ModelConfig, path: Path, layout: str, with_head: bool) ->
         raise HFCheckError(
             f"{KEY}={path}: tensor {extra[0]} has no place in the model (model.num_layers={cfg.num_layers}?)"
         )
-
-
-def check_hf_init_from(job) -> None:
-    """Preflight of a job whose stage.init_from is a Hugging Face checkpoint: ConfigError (one line) on a misfit."""
-    from bitcpm.config.validate import ConfigError, parse_tokens
-
-    if parse_tokens(job.stage.tokens) == "auto":
-        raise ConfigError(
-            "stage.tokens=auto needs a bitcpm run as stage.init_from (a Hugging Face checkpoint has no schedule)"
-        )
-    try:
-        check_hf_init(job.model, str(job.stage.init_from))
-    except HFCheckError as exc:
-        raise ConfigError(str(exc)) from None
