@@ -1,4 +1,7 @@
-"""constraints-lowest.txt pins exactly the lower bound of every dependency pyproject.toml declares."""
+"""constraints-lowest.txt pins exactly the lower bound of every core dependency pyproject.toml declares.
+
+Core: the base install, the extras CI's lowest-versions job installs (LOWEST_EXTRAS) and pytest.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +15,16 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[2]
 # torch's lowest CPU build is not on the index CI installs from (see the file's header).
 EXEMPT = {"torch"}
+LOWEST_EXTRAS = ("slurm", "ui")
+TEST_RUNNER = "pytest"
 
 
 def _declared() -> dict[str, Version]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = [
-        *project["dependencies"],
-        *(r for extra in project["optional-dependencies"].values() for r in extra),
-    ]
-    floors: dict[str, str] = {}
+    extras = project["optional-dependencies"]
+    runner = [r for r in extras["dev"] if Requirement(r).name == TEST_RUNNER]
+    requirements = [*project["dependencies"], *(r for name in LOWEST_EXTRAS for r in extras[name]), *runner]
+    floors: dict[str, Version] = {}
     for line in requirements:
         req = Requirement(line)
         lower = [s.version for s in req.specifier if s.operator in (">=", "==")]
@@ -37,6 +41,12 @@ def _pinned() -> dict[str, Version]:
             name, _, version = line.partition("==")
             pins[canonicalize_name(name)] = Version(version)
     return pins
+
+
+def test_every_declared_dependency_has_a_lower_bound() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    every = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    assert [r for r in every if not any(s.operator in (">=", "==") for s in Requirement(r).specifier)] == []
 
 
 def test_lowest_constraints_match_the_declared_floors() -> None:
