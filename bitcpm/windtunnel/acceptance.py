@@ -89,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=Path("outputs/windtunnel/lr_width"), help="store, runs, reports")
     p.add_argument("--smoke", action="store_true", help="2 lrs, 4 steps: checks the pipeline, shows nothing")
     p.add_argument("--parallel", type=int, default=2, help="trials at once (1 thread each)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per trial (run length, not the check)")
     a = p.parse_args(argv)
     spec = SMOKE if a.smoke else FULL
     root = a.root.resolve()
     tracking = [f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "tracking.experiment=lr_width"]
     common = [*spec["fixed"], *tracking, f"train.output_root={root / 'runs'}"]
+    if a.steps is not None:
+        common.append(f"train.steps={a.steps}")
     lrs = [float(x) for x in spec["lrs"].split(",")]
     start = time.time()
     for par in ("mup", "sp"):

@@ -31,7 +31,7 @@ class MlflowLink:
         self.client = self.parent = None
         if job.tracking.backend != "mlflow":
             return
-        from bitcpm.windtunnel.tracking import client_for, open_study_run, store_uri
+        from bitcpm.windtunnel.tracking import client_for, experiment_name, open_study_run, store_uri
 
         uri = store_uri(job.tracking)
         self.client = client_for(uri)
@@ -39,7 +39,7 @@ class MlflowLink:
             p.key: list(p.choices) if p.choices else [p.low, p.high, "log" if p.log else "lin"] for p in args.params
         }
         params = {"space": space, "sampler": args.sampler, "overrides": " ".join(args.overrides), "storage": storage}
-        self.parent = open_study_run(self.client, uri, job.tracking.experiment, args.study, "search", params)
+        self.parent = open_study_run(self.client, uri, experiment_name(job.tracking), args.study, "search", params)
         self.client.update_run(self.parent, status="RUNNING")  # a resumed study's parent runs again
 
     def close(self, status: str) -> None:
@@ -48,7 +48,9 @@ class MlflowLink:
             self.client.set_terminated(self.parent, status)
 
     def _runs(self, r: Running) -> list:
-        exp = self.client.get_experiment_by_name(self.job.tracking.experiment)
+        from bitcpm.windtunnel.tracking import experiment_name
+
+        exp = self.client.get_experiment_by_name(experiment_name(self.job.tracking))
         if exp is None:
             return []
         return self.client.search_runs([exp.experiment_id], filter_string=f"tags.run_dir = '{r.run_dir}'")
@@ -61,6 +63,7 @@ class MlflowLink:
 
         for run in self._runs(r):
             tags = {PARENT_TAG: self.parent, STUDY_TAG: self.study, "optuna.trial": str(r.trial.number)}
+            tags["bitcpm.overrides"] = " ".join(r.overrides)[:5000]
             for key, value in tags.items():
                 self.client.set_tag(run.info.run_id, key, value)
             r.linked = True

@@ -136,7 +136,7 @@ def test_a_poor_trial_is_pruned_from_its_validation_losses(tmp_path: Path, data_
     from bitcpm.training.metrics_log import read_metrics
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    steps = 400
+    steps = 30
     # Two good trials set the median; the third (lr 1e-7: it barely moves) is worse at its first evaluation.
     args = ["search", "prune", "--sampler", "grid", "--param", "optim.lr=1e-2,2e-2,1e-7", "--storage", storage]
     args += [*SHAPE, f"train.steps={steps}", "train.eval_interval=2", "tracking=none"]
