@@ -3,14 +3,29 @@
 Launchers start this module by name (local in-process, torchrun, Slurm, Ascend scripts); it reads the
 resolved config the front end wrote into the run directory. Exit codes: 0 finished (or already
 complete), 2 bad configuration or input, 3 stopped on a NaN/inf after saving the last good state,
-75 stopped by a signal after saving a complete checkpoint
-(resumable: rerunning the same command continues), anything else a crash.
+4 a checkpoint did not fit on its filesystem (the previous complete checkpoint is intact), 75 stopped
+by a signal after saving a complete checkpoint (resumable: rerunning the same command continues),
+anything else a crash.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
+
+# Marks a run directory whose training ended (bitcpm.frontend.members reads it: a study skips such runs).
+FINISHED_MARKER = "FINISHED"
+
+
+def mark_finished(run_dir: Path, step: int, metrics: dict[str, float]) -> None:
+    """Write RUN_DIR/FINISHED atomically, once per run (rank 0 only)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    tmp = run_dir / f".{FINISHED_MARKER}.tmp"
+    tmp.write_text(json.dumps({"step": step, **metrics}) + "\n")
+    tmp.replace(run_dir / FINISHED_MARKER)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = stack_problem(job.hardware.device)  # first, before megatron: one line instead of a traceback
     if problem is not None:
         return _stack_error(problem, config_path.parent)
+    from bitcpm.training.checkpoint_write import CheckpointDiskFullError
     from bitcpm.training.run import NonFiniteError, run_training
     from bitcpm.training.signals import EXIT_PREEMPTED
 
@@ -43,7 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as exc:
         print(f"bitcpm: error: {exc}", file=sys.stderr)
         return 3
-    return EXIT_PREEMPTED if result.status == "preempted" else 0
+    except CheckpointDiskFullError as exc:
+        print(f"bitcpm: error: {exc.strerror}", file=sys.stderr)
+        return 4
+    if result.status == "preempted":
+        return EXIT_PREEMPTED
+    mark_finished(config_path.parent, result.step, result.metrics)
+    return 0
 
 
 STACK_ERROR_FILE = "worker_error.txt"

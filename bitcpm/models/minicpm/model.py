@@ -12,7 +12,7 @@ from bitcpm.config.model import ModelConfig
 from bitcpm.models.minicpm.attention import minicpm_layer_spec
 from bitcpm.models.minicpm.mup import apply_mup, hidden_init_std, output_init_std
 from bitcpm.models.minicpm.norm import RMSNorm
-from bitcpm.models.minicpm.rope import apply_longrope
+from bitcpm.models.minicpm.rope import apply_longrope, attention_softmax_scale
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -58,6 +58,8 @@ def transformer_config(
         output_layer_init_method=init_method_normal(hidden_std),
         embedding_init_method=init_method_normal(cfg.init_std),
         init_method_std=hidden_std,
+        # LongRoPE's cos/sin factor, as a softmax scale (None: megatron's 1/sqrt(d)).
+        softmax_scale=attention_softmax_scale(cfg.rope, cfg.max_position_embeddings, cfg.kv_channels),
         embedding_init_method_std=cfg.init_std,
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
@@ -126,7 +128,7 @@ def build_minicpm(
         vp_stage=vp_stage,
     )
     if cfg.rope.type == "longrope":
-        apply_longrope(model.rotary_pos_emb, cfg.rope, seq_length)
+        apply_longrope(model.rotary_pos_emb, cfg.rope, cfg.max_position_embeddings, seq_length)
     if post and not cfg.tie_embeddings and model.output_layer.weight is not None:
         # Rescaling megatron's draw keeps the head identical across tp sizes (no second random draw).
         with torch.no_grad():
