@@ -46,13 +46,16 @@ def launch_job(job: JobConfig, overrides: list[str]) -> int:
 
 def launch_jobs(members: list[tuple[JobConfig, list[str]]]) -> int:
     """Plan every job, then start them: several jobs of one launcher go out together (a Slurm array)."""
-    from bitcpm.frontend.submission import plan_text, request_for
+    from bitcpm.frontend.submission import launch_refusal, plan_text, request_for
 
     for job, _ in members:
         print(plan_text(job), flush=True)
     live = [(job, overrides) for job, overrides in members if not job.dry_run]
     if not live:
         return 0
+    refusals = [reason for job, _ in live if (reason := launch_refusal(job))]
+    if refusals:  # nothing of a sweep starts when one member cannot fit
+        return error_exit(refusals[0])
     from launchers import launch_all
 
     by_launcher: dict[str, list] = {}
@@ -125,12 +128,14 @@ def _pipeline(cmd: CommandLine, base: JobConfig) -> int:
 
 def _submit_chain(stages) -> int:
     """Submit every pipeline stage now, as Slurm jobs chained by afterok dependencies."""
-    from bitcpm.frontend.submission import plan_text, request_for
+    from bitcpm.frontend.submission import launch_refusal, plan_text, request_for
     from launchers.slurm import launch_chain
 
     requests = []
     for stage in stages:
         print(plan_text(stage.job), flush=True)
+        if reason := launch_refusal(stage.job):
+            return error_exit(f"pipeline stage '{stage.name}': {reason}")
         requests.append(request_for(stage.job, prepare_run_dir(stage.job, stage.overrides), WORKER_MODULE))
     return launch_chain(requests)
 

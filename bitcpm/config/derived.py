@@ -1,0 +1,61 @@
+"""Quantities derived from a job's config, each defined once, torch-free: the plan, the front end, the bench
+and the workers all read them from here.
+"""
+
+from __future__ import annotations
+
+from bitcpm.config.parallel import ParallelConfig
+from bitcpm.config.root import JobConfig
+
+
+def world_size(cfg: JobConfig) -> int:
+    """Worker processes the launcher will start."""
+    return cfg.launcher.world_size(cfg.parallel.model_parallel_size)
+
+
+def procs_per_node(cfg: JobConfig) -> int:
+    """Ranks on each node."""
+    return world_size(cfg) // cfg.launcher.nodes
+
+
+def data_parallel_size(cfg: JobConfig) -> int:
+    """Data-parallel replicas: world size over tp x pp x cp."""
+    return world_size(cfg) // cfg.parallel.model_parallel_size
+
+
+def micro_batches_for(p: ParallelConfig, dp: int) -> int:
+    """Micro-batches each of `dp` data-parallel ranks runs per optimizer step (for a world known only at run time)."""
+    return p.global_batch_size // (p.micro_batch_size * max(1, dp))
+
+
+def micro_batches_per_step(cfg: JobConfig) -> int:
+    """Micro-batches each data-parallel rank runs per optimizer step (gradient accumulation, pipeline depth)."""
+    return micro_batches_for(cfg.parallel, data_parallel_size(cfg))
+
+
+def tokens_per_step(cfg: JobConfig) -> int:
+    """Tokens one optimizer step trains on, over all data-parallel ranks."""
+    return cfg.parallel.global_batch_size * cfg.train.seq_length
+
+
+def distributed_optimizer(cfg: JobConfig) -> bool:
+    """parallel.distributed_optimizer resolved: null means on where dp > 1."""
+    flag = cfg.parallel.distributed_optimizer
+    return data_parallel_size(cfg) > 1 if flag is None else bool(flag)
+
+
+def grad_reduce_in_fp32(cfg: JobConfig) -> bool:
+    """megatron DDP keeps (and all-reduces) main_grad in fp32 for bf16/fp16 models, as Megatron-LM does for bf16.
+
+    Megatron-LM's `--bf16` turns on `--accumulate-allreduce-grads-in-fp32`; gradients summed over many
+    micro-batches and ranks in bf16 lose the small contributions late in the decay.
+    """
+    return cfg.hardware.dtype in ("bfloat16", "float16")
+
+
+def pipeline_bubble(cfg: JobConfig) -> float:
+    """Idle fraction of the 1F1B / interleaved schedule relative to compute: (pp - 1) / (m * virtual_pp)."""
+    p = cfg.parallel
+    if p.pp == 1:
+        return 0.0
+    return (p.pp - 1) / (micro_batches_per_step(cfg) * p.virtual_pp)

@@ -1,0 +1,83 @@
+"""The stage length (train.steps, stage.tokens, stage.tokens=auto from the source run), as planned and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bitcpm.config.load import job_to_yaml
+from bitcpm.config.stage_length import stage_length
+from bitcpm.config.validate import ConfigError
+from bitcpm.frontend.compose import CommandLine, compose_job
+from bitcpm.frontend.submission import plan_text
+
+
+def _job(*overrides: str):
+    return compose_job(CommandLine(), list(overrides))
+
+
+def _source_run(tmp_path: Path, *overrides: str) -> Path:
+    """A finished pretrain run as the front end and the worker leave it: config.yaml and a complete checkpoint."""
+    run = tmp_path / "pretrain"
+    (run / "checkpoints" / "step_00001000").mkdir(parents=True)
+    (run / "checkpoints" / "step_00001000" / "COMPLETE").write_text("")
+    (run / "config.yaml").write_text(job_to_yaml(_job("model=debug", *overrides)))
+    return run
+
+
+SOURCE = ["train.steps=1000", "optim.decay_fraction=0.1", "parallel.global_batch_size=8", "train.seq_length=256"]
+MICRO_1 = "parallel.micro_batch_size=1"
+QAT = ["model=debug", "stage=qat", "quant=ternary_g128", MICRO_1, "parallel.global_batch_size=4"]
+QAT.append("train.seq_length=128")
+
+
+@pytest.mark.parametrize("point_at", ["run", "checkpoint"])
+def test_auto_tokens_are_twice_the_source_decay_and_the_plan_prints_them(tmp_path: Path, point_at: str):
+    run = _source_run(tmp_path, *SOURCE)
+    target = run if point_at == "run" else run / "checkpoints" / "step_00001000"
+    job = _job(*QAT, f"stage.init_from={target}")
+    decay_tokens = 100 * 8 * 256  # floor(0.1 x 1000) steps x 8 sequences x 256 tokens
+    length = stage_length(job)
+    assert length.known and length.steps == 2 * decay_tokens // (4 * 128)  # 800 steps of 512 tokens
+    text = plan_text(job)
+    assert "800 steps = 409.6K tokens (stage.tokens=auto: 2 x 204,800 decay tokens" in text
+    assert "100 steps" not in text
+
+
+def test_auto_tokens_agree_with_the_worker(tmp_path: Path):
+    from bitcpm.training.stage import total_steps
+
+    run = _source_run(tmp_path, *SOURCE, "optim.decay_fraction=0.25")
+    job = _job(*QAT, f"stage.init_from={run}", "parallel.global_batch_size=3")
+    assert stage_length(job).steps == total_steps(job)
+
+
+def test_integer_tokens_round_up_to_whole_steps():
+    job = _job("model=debug", "stage.tokens=1e6", MICRO_1, "parallel.global_batch_size=8", "train.seq_length=256")
+    assert stage_length(job).steps == 489  # ceil(1e6 / 2048)
+    assert "489 steps" in plan_text(job) and "(stage.tokens=1,000,000)" in plan_text(job)
+
+
+def test_a_source_that_does_not_exist_yet_keeps_train_steps(tmp_path: Path):
+    job = _job(*QAT, f"stage.init_from={tmp_path / 'later'}", "stage.rewarmup_steps=100000")  # not refused: unknown
+    length = stage_length(job)
+    assert not length.known and length.steps == job.train.steps
+    assert "read when it exists" in plan_text(job)
+
+
+@pytest.mark.parametrize("tokens", ["auto", "409600"])
+def test_a_rewarmup_longer_than_the_derived_stage_is_refused(tmp_path: Path, tokens: str):
+    run = _source_run(tmp_path, *SOURCE)
+    base = [*QAT, f"stage.init_from={run}", f"stage.tokens={tokens}"]  # 800 steps either way, 80 of them decay
+    _job(*base, "stage.rewarmup_steps=720")  # 720 + 80 = 800 still fits
+    with pytest.raises(ConfigError, match=r"^stage.rewarmup_steps=721 \+ decay \(0.1 x 800\) exceeds the stage's 800"):
+        _job(*base, "stage.rewarmup_steps=721")
+
+
+def test_an_unreadable_source_config_is_one_line_naming_the_key(tmp_path: Path):
+    run = tmp_path / "broken"
+    run.mkdir()
+    (run / "config.yaml").write_text("train: {steps: 10}\n")  # no optim, no parallel
+    with pytest.raises(ConfigError, match=r"^stage.tokens=auto: cannot read the source run's"):
+        _job(*QAT, f"stage.init_from={run}")
