@@ -12,6 +12,7 @@ from collections.abc import Callable
 from bitcpm.backends.capabilities import CAPABILITIES
 from bitcpm.config.derived import data_parallel_size, world_size  # re-exported: defined once, in derived
 from bitcpm.config.root import JobConfig
+from bitcpm.data.megatron_index import preflight_sources  # torch-free: reads index headers and the scan cache
 
 
 class ConfigError(ValueError):
@@ -287,6 +288,14 @@ def check_data(cfg: JobConfig) -> None:
         _fail(f"data.valid_fraction={d.valid_fraction}: expected a value in (0, 0.5)")
 
 
+def check_megatron_data(cfg: JobConfig) -> None:
+    """Existing Megatron-LM datasets (data.sources[i].megatron_prefix) exist, are megatron indexes and fit the vocab."""
+    try:
+        preflight_sources(cfg.data, cfg.model.vocab_size)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 def check_intervals(cfg: JobConfig) -> None:
     """Cadences are non-negative."""
     for key, value in (
@@ -361,6 +370,7 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_schedule,
     check_stage_rewarmup,
     check_data,
+    check_megatron_data,
     check_intervals,
     check_launcher_placement,
     check_slurm_requeue,
