@@ -16,7 +16,6 @@ import torch
 
 from bitcpm.bench.report import Measurement
 from bitcpm.config.bench import BenchConfig
-from bitcpm.config.derived import micro_batches_for
 from bitcpm.config.root import JobConfig
 from bitcpm.training.distributed import DistInfo
 
@@ -31,7 +30,7 @@ def bf16_job(job: JobConfig) -> JobConfig:
 def synthetic_batches(job: JobConfig, info: DistInfo) -> BatchSource:
     """Random token blocks of the training shape; the same blocks every step (values do not change the work)."""
     p = job.parallel
-    micro_per_step = micro_batches_for(p, info.dp_size)
+    micro_per_step = p.global_batch_size // (p.micro_batch_size * info.dp_size)
     gen = torch.Generator().manual_seed(job.train.seed + info.dp_rank)
     shape = (p.micro_batch_size, job.train.seq_length + 1)
     blocks = [
@@ -46,7 +45,7 @@ def dataset_batches(job: JobConfig, info: DistInfo) -> BatchSource:
 
     p = job.parallel
     data = build_training_data(job.data, job.train.seq_length, info.is_main, job.model.vocab_size)
-    micro_per_step = micro_batches_for(p, info.dp_size)
+    micro_per_step = p.global_batch_size // (p.micro_batch_size * info.dp_size)
 
     def batches(step: int) -> list[torch.Tensor]:
         first = step * p.global_batch_size

@@ -4,7 +4,6 @@ and the workers all read them from here.
 
 from __future__ import annotations
 
-from bitcpm.config.parallel import ParallelConfig
 from bitcpm.config.root import JobConfig
 
 
@@ -23,14 +22,10 @@ def data_parallel_size(cfg: JobConfig) -> int:
     return world_size(cfg) // cfg.parallel.model_parallel_size
 
 
-def micro_batches_for(p: ParallelConfig, dp: int) -> int:
-    """Micro-batches each of `dp` data-parallel ranks runs per optimizer step (for a world known only at run time)."""
-    return p.global_batch_size // (p.micro_batch_size * max(1, dp))
-
-
 def micro_batches_per_step(cfg: JobConfig) -> int:
     """Micro-batches each data-parallel rank runs per optimizer step (gradient accumulation, pipeline depth)."""
-    return micro_batches_for(cfg.parallel, data_parallel_size(cfg))
+    p = cfg.parallel
+    return p.global_batch_size // (p.micro_batch_size * max(1, data_parallel_size(cfg)))
 
 
 def tokens_per_step(cfg: JobConfig) -> int:
