@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 
 from bitcpm.backends.capabilities import CAPABILITIES
-from bitcpm.config.derived import data_parallel_size, world_size  # re-exported: defined once, in derived
+from bitcpm.config.derived import data_parallel_size, procs_per_node, world_size  # defined once, in derived
 from bitcpm.config.root import JobConfig
 from bitcpm.data.megatron_index import preflight_sources  # torch-free: reads index headers and the scan cache
 
@@ -323,7 +323,7 @@ def check_launcher_placement(cfg: JobConfig) -> None:
     if lc.hosts and len(lc.hosts) != lc.nodes:
         _fail(f"launcher.hosts lists {len(lc.hosts)} nodes but launcher.nodes={lc.nodes}")
     if lc.rank_table:
-        per_node = world_size(cfg) // lc.nodes
+        per_node = procs_per_node(cfg)
         if not lc.hosts:
             _fail("launcher.rank_table=true needs launcher.hosts (node addresses in node-rank order)")
         for node, host in enumerate(lc.hosts):
