@@ -81,3 +81,27 @@ def test_an_unreadable_source_config_is_one_line_naming_the_key(tmp_path: Path):
     (run / "config.yaml").write_text("train: {steps: 10}\n")  # no optim, no parallel
     with pytest.raises(ConfigError, match=r"^stage.tokens=auto: cannot read the source run's"):
         _job(*QAT, f"stage.init_from={run}")
+
+
+def test_a_pipeline_checks_the_rewarmup_once_the_source_stage_has_run(tmp_path: Path, capsys):
+    from bitcpm.frontend.pipeline import plan_pipeline, run_pipeline
+
+    # pretrain 40 steps -> qat 2 x floor(0.2 x 40) = 16 steps (same batch shape); distill keeps its own 30 steps
+    overrides = ["experiment=debug_pipeline", f"train.output_root={tmp_path}", "train.steps=40"]
+    overrides.append("stage.rewarmup_steps=20")
+    cmd = CommandLine(overrides=overrides)
+    stages = plan_pipeline(cmd, compose_job(cmd, overrides))  # qat's source does not exist yet: not refused
+    launched = []
+
+    def finish(job, stage_overrides):  # a finished stage leaves its resolved config in its run directory
+        launched.append(job.stage.name)
+        stage = next(s for s in stages if s.job is job)
+        stage.run_dir.mkdir(parents=True)
+        (stage.run_dir / "config.yaml").write_text(job_to_yaml(job))
+        return 0
+
+    assert run_pipeline(stages, finish) == 2
+    assert launched == ["pretrain"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("bitcpm: error: pipeline stage 'qat': stage.rewarmup_steps=20 + decay (0.2 x 16) exceeds")
