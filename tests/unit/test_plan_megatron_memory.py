@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bitcpm.frontend.compose import CommandLine, compose_job
-from bitcpm.plan.memory import estimate_memory
+from bitcpm.plan import make_plan
+from bitcpm.plan.memory import MemoryEstimate, estimate_memory, stage_memory
 
 # The engine's builder (megatron DDP + get_megatron_optimizer) lands with the engine stream.
 pytest.importorskip("bitcpm.training.build", reason="bitcpm.training.build (the megatron engine builder) not merged")
@@ -27,8 +28,7 @@ def _job(*overrides: str):
     return compose_job(CommandLine(), [*DEBUG, *overrides])
 
 
-def _assert_matches(job, actual: dict[str, int]) -> None:
-    planned = estimate_memory(job)
+def _assert_matches(planned: MemoryEstimate, actual: dict[str, int]) -> None:
     for kind in KINDS:
         want = getattr(planned, kind)
         assert actual[kind] == pytest.approx(want, rel=0.05, abs=0), (kind, actual, planned)
@@ -47,11 +47,16 @@ def _assert_matches(job, actual: dict[str, int]) -> None:
 )
 def test_single_rank_plan_matches_megatron(dist_cpu, overrides: list[str]):
     job = _job(*overrides)
-    _assert_matches(job, build_and_count(job, 1))
+    _assert_matches(estimate_memory(job), build_and_count(job, 1))
 
 
-def test_distributed_optimizer_at_dp2_matches_megatron(tmp_path: Path):
-    overrides = [*DEBUG, "hardware.dtype=bfloat16", "quant=none", "launcher.procs_per_node=2"]
+@pytest.mark.parametrize(
+    "layout",
+    [["parallel.distributed_optimizer=null"], ["parallel.pp=2"]],
+    ids=["dp2-distopt", "pp2-tied-embedding"],
+)
+def test_two_ranks_match_megatron(tmp_path: Path, layout: list[str]):
+    overrides = [*DEBUG, "hardware.dtype=bfloat16", "quant=none", "launcher.procs_per_node=2", *layout]
     out = tmp_path / "counts.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     with socket.socket() as probe:  # a free port: other test sessions may run torchrun beside this one
@@ -62,7 +67,11 @@ def test_distributed_optimizer_at_dp2_matches_megatron(tmp_path: Path):
     proc = subprocess.run([*cmd, worker, str(out), *overrides], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = compose_job(CommandLine(), overrides)
+    counts = json.loads(out.read_text())
+    for placement, rank_counts in zip(make_plan(job).layout, counts, strict=True):
+        _assert_matches(stage_memory(job, placement.pp), rank_counts)
     unsharded = estimate_memory(_job("hardware.dtype=bfloat16", "quant=none"))
-    assert estimate_memory(job).optimizer == pytest.approx(unsharded.optimizer / 2)  # the plan shards over dp=2
-    for rank_counts in json.loads(out.read_text()):
-        _assert_matches(job, rank_counts)
+    if job.parallel.pp == 1:  # dp=2: the plan shards main weights and Adam state in two
+        assert estimate_memory(job).optimizer == pytest.approx(unsharded.optimizer / 2)
+    else:  # pp=2: the first stage holds the embedding, the last its tied copy, each half the layers
+        assert counts[0]["weights"] + counts[1]["weights"] > unsharded.weights
