@@ -20,13 +20,22 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bitcpm.worker RUN_DIR/config.yaml", file=sys.stderr)
         return 2
     config_path = Path(args[0])
+    from bitcpm.backends.stack import stack_problem
     from bitcpm.config.load import load_job
     from bitcpm.config.validate import ConfigError
+
+    try:
+        job = load_job(config_path)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"bitcpm: error: {exc}", file=sys.stderr)
+        return 2
+    problem = stack_problem(job.hardware.device)  # first, before megatron: one line instead of a traceback
+    if problem is not None:
+        return _stack_error(problem, config_path.parent)
     from bitcpm.training.run import NonFiniteError, run_training
     from bitcpm.training.signals import EXIT_PREEMPTED
 
     try:
-        job = load_job(config_path)
         result = run_training(job, config_path.parent)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"bitcpm: error: {exc}", file=sys.stderr)
@@ -35,6 +44,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bitcpm: error: {exc}", file=sys.stderr)
         return 3
     return EXIT_PREEMPTED if result.status == "preempted" else 0
+
+
+STACK_ERROR_FILE = "worker_error.txt"
+
+
+def _stack_error(problem: str, run_dir: Path) -> int:
+    """Report a missing device stack: one line on stderr and in RUN_DIR/worker_error.txt (rank 0), exit 2."""
+    import os
+
+    print(f"bitcpm: error: {problem}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0" and run_dir.is_dir():
+        (run_dir / STACK_ERROR_FILE).write_text(problem + "\n")
+    return 2
 
 
 if __name__ == "__main__":

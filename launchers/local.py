@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ def torchrun_command(req: LaunchRequest, port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "launchers.elastic",  # torchrun's agent, keeping the ranks' exit codes (see launchers/elastic.py)
         "--nnodes=1",
         f"--nproc-per-node={req.procs_per_node}",
         "--master-addr=127.0.0.1",
@@ -53,7 +54,16 @@ def launch(req: LaunchRequest) -> int:
     (req.run_dir / "launch").mkdir(parents=True, exist_ok=True)
     cmd = torchrun_command(req, port)
     (req.run_dir / "launch" / "command.txt").write_text(" ".join(cmd) + "\n")
-    return subprocess.run(cmd, env=env, check=False).returncode
+    return _wait_through_ctrl_c(subprocess.Popen(cmd, env=env))
+
+
+def _wait_through_ctrl_c(proc: subprocess.Popen) -> int:
+    """Wait for the agent; a Ctrl-C meanwhile is the agent's to pass on (the ranks save, then exit 75)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def describe(req: LaunchRequest) -> str:

@@ -4,6 +4,7 @@ A backend module provides:
     prepare()                      imports that must precede megatron (NPU: torch_npu + MindSpeed adaptor)
     device(local_rank) -> torch.device
     after_process_group()          patches or settings needed once torch.distributed is up
+    transformer_config_overrides() TransformerConfig fields the backend needs (CPU: unbatched p2p for gloo)
     synchronize()                  wait for queued device work (for honest step timings)
     peak_memory_bytes() -> int | None
 """

@@ -15,11 +15,11 @@ class BackendCapabilities:
     dtypes: tuple[str, ...]
 
 
-# CPU: megatron-core's pipeline schedules, its optimizer and sequence parallel call CUDA directly
-# (reference/feasibility.md §2), so only tp/dp over gloo are offered.
-# CUDA/NPU: pipeline schedules are not wired into bitcpm's loop yet, so pp > 1 is refused there too.
+# Every backend trains through megatron's own engine (DDP, optimizer, pipeline schedules; on CPU with the
+# shim in backends/cpu.py). Context parallelism needs an attention kernel that splits the sequence
+# (Transformer Engine's, MindSpeed's); bitcpm's layer spec uses SDPA, so cp > 1 is refused everywhere.
 CAPABILITIES: dict[str, BackendCapabilities] = {
-    "cpu": BackendCapabilities(False, False, False, ("float32", "bfloat16")),
-    "cuda": BackendCapabilities(False, True, False, ("float32", "bfloat16")),
-    "npu": BackendCapabilities(False, True, False, ("float32", "bfloat16")),
+    "cpu": BackendCapabilities(True, True, False, ("float32", "bfloat16")),
+    "cuda": BackendCapabilities(True, True, False, ("float32", "bfloat16", "float16")),
+    "npu": BackendCapabilities(True, True, False, ("float32", "bfloat16", "float16")),
 }

@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 
 
+def transformer_config_overrides() -> dict:
+    """TransformerConfig fields this backend needs (none: megatron's defaults are made for it)."""
+    return {}
+
+
 def prepare() -> None:
     """Fail early and clearly when no GPU is visible."""
     if not torch.cuda.is_available():

@@ -19,6 +19,11 @@ def _import(name: str, hint: str):
         raise RuntimeError(f"hardware.device=npu needs {name} ({hint}); import failed: {exc}") from None
 
 
+def transformer_config_overrides() -> dict:
+    """TransformerConfig fields this backend needs (none: megatron's defaults are made for it)."""
+    return {}
+
+
 def prepare() -> None:
     """Import torch_npu, then MindSpeed's megatron adaptor, before anything imports megatron."""
     import sys

@@ -71,7 +71,7 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
     backend = get_backend(job.hardware.device)
     backend.prepare()
     p = job.parallel
-    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed)
+    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed, p.virtual_pp)
     say = say if info.is_main else (lambda *_a, **_k: None)
     try:
         jobs = {QAT_VARIANT: job, BF16_VARIANT: bf16_job(job)}
@@ -138,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(out.result), flush=True)
     run_id = log_bench(job, bf16_job(job), out.result, key=out.key, device=out.device, world_size=out.world_size)
     if run_id:
-        print(f"bitcpm bench: recorded in MLflow experiment '{job.tracking.experiment}', parent run {run_id}")
+        from bitcpm.tracking.store_uri import resolve_experiment
+
+        experiment = resolve_experiment(job.tracking.experiment)
+        print(f"bitcpm bench: recorded in MLflow experiment '{experiment}', parent run {run_id}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Times one variant of a job with the training worker's own pieces: model, converter, optimizer, train_step.
+"""Times one variant of a job with the training worker's own engine (bitcpm.training.build) and train_step.
 
 Each measurement builds the variant from scratch (same seed, so both variants start from the same weights),
 runs warm-up steps, times `timed_steps` optimizer steps between two device synchronisations, reads the
@@ -16,6 +16,7 @@ import torch
 
 from bitcpm.bench.report import Measurement
 from bitcpm.config.bench import BenchConfig
+from bitcpm.config.parallel import derive_layout
 from bitcpm.config.root import JobConfig
 from bitcpm.training.distributed import DistInfo
 
@@ -30,7 +31,7 @@ def bf16_job(job: JobConfig) -> JobConfig:
 def synthetic_batches(job: JobConfig, info: DistInfo) -> BatchSource:
     """Random token blocks of the training shape; the same blocks every step (values do not change the work)."""
     p = job.parallel
-    micro_per_step = p.global_batch_size // (p.micro_batch_size * info.dp_size)
+    micro_per_step = derive_layout(p, info.world_size).micro_batches_per_step
     gen = torch.Generator().manual_seed(job.train.seed + info.dp_rank)
     shape = (p.micro_batch_size, job.train.seq_length + 1)
     blocks = [
@@ -45,7 +46,7 @@ def dataset_batches(job: JobConfig, info: DistInfo) -> BatchSource:
 
     p = job.parallel
     data = build_training_data(job.data, job.train.seq_length, info.is_main, job.model.vocab_size)
-    micro_per_step = p.global_batch_size // (p.micro_batch_size * info.dp_size)
+    micro_per_step = derive_layout(p, info.world_size).micro_batches_per_step
 
     def batches(step: int) -> list[torch.Tensor]:
         first = step * p.global_batch_size
@@ -72,30 +73,18 @@ def _release(device: torch.device) -> None:
 
 
 def _build(job: JobConfig, info: DistInfo):
-    from bitcpm.models import build_model
-    from bitcpm.quant.converter import convert_to_ternary
-    from bitcpm.training.optim import build_optimizer
+    """The training worker's own engine (bitcpm.training.build): the same spec, converter, DDP and optimizer."""
+    from bitcpm.training.build import build_engine
 
     torch.manual_seed(job.train.seed)
-    p = job.parallel
-    model = build_model(
-        job.model,
-        seq_length=job.train.seq_length,
-        tp=p.tp,
-        dtype=job.hardware.dtype,
-        sequence_parallel=p.sequence_parallel,
-        recompute=p.recompute,
-        device=job.hardware.device,  # the same layer spec as training (flash attention on CUDA)
-    ).to(info.device)
-    convert_to_ternary(model, job.quant)
-    return model, build_optimizer(model, job.model, job.optim, job.optim.lr)
+    return build_engine(job, info.world_size, job.optim.lr)
 
 
-def _steps(model, optimizer, batches: BatchSource, first: int, count: int, clip_grad: float, variant: str) -> None:
+def _steps(engine, batches: BatchSource, first: int, count: int, variant: str) -> None:
     from bitcpm.training.steps import train_step
 
     for step in range(first, first + count):
-        result = train_step(model, optimizer, batches(step), clip_grad)
+        result = train_step(engine, batches(step))
         if not result.finite:
             raise FloatingPointError(f"bench {variant}: non-finite loss {result.loss} at step {step}")
 
@@ -105,15 +94,14 @@ def measure(job: JobConfig, variant: str, repeat: int, info: DistInfo, backend, 
     bench: BenchConfig = job.bench
     _release(info.device)
     reset_peak_memory(info.device)
-    model, optimizer = _build(job, info)
-    clip = job.optim.clip_grad
-    _steps(model, optimizer, batches, 0, bench.warmup_steps, clip, variant)
+    engine = _build(job, info)
+    _steps(engine, batches, 0, bench.warmup_steps, variant)
     backend.synchronize()
     start, cpu_start = time.perf_counter(), time.process_time()
-    _steps(model, optimizer, batches, bench.warmup_steps, bench.timed_steps, clip, variant)
+    _steps(engine, batches, bench.warmup_steps, bench.timed_steps, variant)
     backend.synchronize()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = backend.peak_memory_bytes()
-    del model, optimizer
+    del engine
     _release(info.device)
     return Measurement(variant, repeat, seconds, bench.timed_steps, peak, cpu_seconds)

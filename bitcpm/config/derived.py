@@ -1,9 +1,10 @@
-"""Quantities derived from a job's config, each defined once, torch-free: the plan, the front end, the bench
-and the workers all read them from here.
+"""Quantities derived from a job's config, torch-free, for the plan, the front end and the rules; the parallel
+sizes come from bitcpm.config.parallel.derive_layout, which the engine builds with, at the launcher's world size.
 """
 
 from __future__ import annotations
 
+from bitcpm.config.parallel import ParallelLayout, derive_layout
 from bitcpm.config.root import JobConfig
 
 
@@ -17,15 +18,19 @@ def procs_per_node(cfg: JobConfig) -> int:
     return world_size(cfg) // cfg.launcher.nodes
 
 
+def layout(cfg: JobConfig) -> ParallelLayout:
+    """dp, micro-batches per step and the distributed-optimizer switch at the launcher's world size."""
+    return derive_layout(cfg.parallel, world_size(cfg))
+
+
 def data_parallel_size(cfg: JobConfig) -> int:
     """Data-parallel replicas: world size over tp x pp x cp."""
-    return world_size(cfg) // cfg.parallel.model_parallel_size
+    return layout(cfg).dp
 
 
 def micro_batches_per_step(cfg: JobConfig) -> int:
     """Micro-batches each data-parallel rank runs per optimizer step (gradient accumulation, pipeline depth)."""
-    p = cfg.parallel
-    return p.global_batch_size // (p.micro_batch_size * max(1, data_parallel_size(cfg)))
+    return layout(cfg).micro_batches_per_step
 
 
 def tokens_per_step(cfg: JobConfig) -> int:
@@ -35,8 +40,7 @@ def tokens_per_step(cfg: JobConfig) -> int:
 
 def distributed_optimizer(cfg: JobConfig) -> bool:
     """parallel.distributed_optimizer resolved: null means on where dp > 1."""
-    flag = cfg.parallel.distributed_optimizer
-    return data_parallel_size(cfg) > 1 if flag is None else bool(flag)
+    return layout(cfg).distributed_optimizer
 
 
 def grad_reduce_in_fp32(cfg: JobConfig) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from bitcpm.config.root import JobConfig
+from bitcpm.config.typecheck import check_node
 from bitcpm.config.validate import ConfigError
 
 
@@ -35,6 +36,8 @@ def to_job(cfg: DictConfig | dict[str, Any]) -> JobConfig:
     extra = unknown_keys(cfg, JobConfig)
     if extra:
         raise ConfigError(f"{extra[0]}: unknown key (not in the bitcpm schema)")
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    check_node(plain, JobConfig)  # one-line type errors naming the full key, also inside lists
     merged = OmegaConf.merge(OmegaConf.structured(JobConfig), cfg)
     job = OmegaConf.to_object(merged)
     assert isinstance(job, JobConfig)

@@ -38,3 +38,39 @@ class ParallelConfig:
     def model_parallel_size(self) -> int:
         """Devices one model replica spans."""
         return self.tp * self.pp * self.cp
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """The derived sizes of one run, computed once from the config and the world size (bitcpm.config.parallel)."""
+
+    world_size: int
+    tp: int
+    pp: int
+    virtual_pp: int
+    cp: int
+    dp: int
+    micro_batch_size: int
+    global_batch_size: int
+    micro_batches_per_step: int
+    """Micro-batches each data-parallel rank runs per optimizer step (gradient accumulation / pipeline depth)."""
+    distributed_optimizer: bool
+    """parallel.distributed_optimizer resolved: null means on where dp > 1."""
+
+
+def derive_layout(p: ParallelConfig, world_size: int) -> ParallelLayout:
+    """dp, micro-batches per step and the distributed-optimizer switch for `world_size` processes."""
+    dp = world_size // p.model_parallel_size
+    dist_opt = (dp > 1) if p.distributed_optimizer is None else bool(p.distributed_optimizer)
+    return ParallelLayout(
+        world_size=world_size,
+        tp=p.tp,
+        pp=p.pp,
+        virtual_pp=p.virtual_pp,
+        cp=p.cp,
+        dp=dp,
+        micro_batch_size=p.micro_batch_size,
+        global_batch_size=p.global_batch_size,
+        micro_batches_per_step=p.global_batch_size // (p.micro_batch_size * max(1, dp)),
+        distributed_optimizer=dist_opt,
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 # megatron-core module names of the seven MiniCPM projections: linear_qkv = q/k/v, linear_proj = o,
 # linear_fc1 = gate+up (fused), linear_fc2 = down.
 DEFAULT_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
+QUANT_METHODS = ("none", "ternary")
 
 
 @dataclass
@@ -32,3 +33,10 @@ class QuantConfig:
     def enabled(self) -> bool:
         """True when any quantization is applied."""
         return self.method != "none"
+
+    @property
+    def label(self) -> str:
+        """The quantizer's one name everywhere (run directory, run name, tags, plan): its conf/quant preset name."""
+        if not self.enabled:
+            return "none"
+        return f"{self.method}_channel" if self.group_size == -1 else f"{self.method}_g{self.group_size}"

@@ -32,7 +32,7 @@ class TrainConfig:
     eval_interval: int = 50
     """Steps between validation passes; 0 disables periodic validation."""
     eval_batches: int = 8
-    """Micro-batches per validation pass."""
+    """Global batches per validation pass: the same held-out sequences at every parallel layout."""
     save_interval: int = 0
     """Steps between checkpoints; 0 saves only at the end."""
     output_root: str = "outputs"

@@ -13,11 +13,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from bitcpm.config.derived import tokens_per_step
+from bitcpm.config.preflight import complete_checkpoint
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError, parse_tokens
-
-COMPLETE_MARKER = "COMPLETE"
-"""A checkpoint directory holds this file once it is complete (it sits in RUN_DIR/checkpoints/step_N)."""
 
 
 @dataclass(frozen=True)
@@ -33,12 +31,10 @@ class StageLength:
 
 
 def source_config_path(init_from: str) -> Path | None:
-    """config.yaml of the run that stage.init_from names: a run directory or one of its checkpoints."""
-    path = Path(init_from)
-    if (path / COMPLETE_MARKER).exists() or path.parent.name == "checkpoints":
-        path = path.parent.parent
-    config = path / "config.yaml"
-    return config if config.is_file() else None
+    """config.yaml of the run whose complete checkpoint stage.init_from names (None: no complete one yet)."""
+    checkpoint = complete_checkpoint(Path(init_from))
+    config = None if checkpoint is None else checkpoint.parent.parent / "config.yaml"
+    return config if config is not None and config.is_file() else None
 
 
 def decay_tokens_of(config: Path) -> int:

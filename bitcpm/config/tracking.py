@@ -12,9 +12,9 @@ class TrackingConfig:
     backend: str = "mlflow"
     """'mlflow' or 'none'."""
     uri: str | None = None
-    """MLflow tracking URI; None means sqlite:///mlflow.db in the working directory."""
-    experiment: str = "bitcpm"
-    """MLflow experiment name."""
+    """MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory."""
+    experiment: str | None = None
+    """MLflow experiment name; None: $MLFLOW_EXPERIMENT_NAME, else 'bitcpm'."""
     run_name: str | None = None
     """MLflow run name; None derives one from model, quant and stage."""
     log_interval: int = 10

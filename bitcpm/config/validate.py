@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from bitcpm.backends.capabilities import CAPABILITIES
 from bitcpm.config.derived import data_parallel_size, procs_per_node, world_size  # defined once, in derived
+from bitcpm.config.parallel import derive_layout
 from bitcpm.config.root import JobConfig
-from bitcpm.data.megatron_index import preflight_sources  # torch-free: reads index headers and the scan cache
 
 
 class ConfigError(ValueError):
@@ -186,16 +186,61 @@ def check_backend(cfg: JobConfig) -> None:
     if p.pp > 1 and not caps.pipeline_parallel:
         _fail(f"parallel.pp={p.pp}: pipeline parallelism is not available on hardware.device={device}")
     if p.cp > 1 and not caps.context_parallel:
-        _fail(f"parallel.cp={p.cp}: context parallelism is not available on hardware.device={device}")
-    if p.sequence_parallel and not caps.sequence_parallel:
         _fail(
-            f"parallel.sequence_parallel=true: not available on hardware.device={device} "
-            "(megatron's local norms need CUDA/NPU kernels)"
+            f"parallel.cp={p.cp}: context parallelism is not available on hardware.device={device} "
+            "(bitcpm's SDPA layer spec does not split the sequence)"
         )
+    if p.sequence_parallel and not caps.sequence_parallel:
+        _fail(f"parallel.sequence_parallel=true: not available on hardware.device={device}")
     if p.sequence_parallel and p.tp == 1:
         _fail("parallel.sequence_parallel=true needs parallel.tp > 1")
     if cfg.hardware.dtype not in caps.dtypes:
         _fail(f"hardware.dtype={cfg.hardware.dtype}: expected one of {', '.join(caps.dtypes)}")
+
+
+def check_pipeline(cfg: JobConfig) -> None:
+    """Stages split the layers evenly; 1F1B keeps every stage busy; interleaving needs pp > 1."""
+    p, m = cfg.parallel, cfg.model
+    if p.virtual_pp < 1:
+        _fail(f"parallel.virtual_pp={p.virtual_pp}: must be >= 1")
+    if p.virtual_pp > 1 and p.pp == 1:
+        _fail(f"parallel.virtual_pp={p.virtual_pp} needs parallel.pp > 1 (interleaving splits pipeline stages)")
+    chunks = p.pp * p.virtual_pp
+    if m.num_layers % chunks:
+        _fail(
+            f"model.num_layers={m.num_layers} must be divisible by parallel.pp x parallel.virtual_pp="
+            f"{p.pp}x{p.virtual_pp}={chunks}"
+        )
+    if p.pp == 1:
+        return
+    layout = derive_layout(p, world_size(cfg))
+    dp, micro = layout.dp, layout.micro_batches_per_step
+    if micro < p.pp:
+        _fail(
+            f"parallel.pp={p.pp} needs at least pp micro-batches per step: parallel.global_batch_size="
+            f"{p.global_batch_size} / (parallel.micro_batch_size={p.micro_batch_size} x dp={dp}) = {micro}"
+        )
+    if p.virtual_pp > 1 and micro % p.pp:
+        _fail(
+            f"parallel.virtual_pp={p.virtual_pp}: interleaved 1F1B needs micro-batches per step ({micro}) "
+            f"divisible by parallel.pp={p.pp}"
+        )
+    if cfg.stage.name == "distill":
+        _fail(f"stage=distill runs the teacher beside the student: use parallel.pp=1 (got {p.pp})")
+
+
+def check_engine(cfg: JobConfig) -> None:
+    """Engine switches: the bucket is positive; parameter-gather overlap needs the distributed optimizer."""
+    p = cfg.parallel
+    if p.bucket_size_mb <= 0:
+        _fail(f"parallel.bucket_size_mb={p.bucket_size_mb}: must be positive")
+    layout = derive_layout(p, world_size(cfg))
+    dp = layout.dp
+    if p.overlap_param_gather and not layout.distributed_optimizer:
+        _fail(
+            "parallel.overlap_param_gather=true needs the distributed optimizer "
+            f"(parallel.distributed_optimizer={p.distributed_optimizer}, dp={dp})"
+        )
 
 
 def check_sequence(cfg: JobConfig) -> None:
@@ -288,14 +333,6 @@ def check_data(cfg: JobConfig) -> None:
         _fail(f"data.valid_fraction={d.valid_fraction}: expected a value in (0, 0.5)")
 
 
-def check_megatron_data(cfg: JobConfig) -> None:
-    """Existing Megatron-LM datasets (data.sources[i].megatron_prefix) exist, are megatron indexes and fit the vocab."""
-    try:
-        preflight_sources(cfg.data, cfg.model.vocab_size)
-    except ValueError as exc:
-        _fail(str(exc))
-
-
 def check_intervals(cfg: JobConfig) -> None:
     """Cadences are non-negative."""
     for key, value in (
@@ -365,12 +402,13 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_world,
     check_batch,
     check_backend,
+    check_pipeline,
+    check_engine,
     check_sequence,
     check_stage,
     check_schedule,
     check_stage_rewarmup,
     check_data,
-    check_megatron_data,
     check_intervals,
     check_launcher_placement,
     check_slurm_requeue,

@@ -120,14 +120,21 @@ def compose_config(cmd: CommandLine, overrides: list[str]) -> DictConfig:
         return compose(config_name=cmd.config_name, overrides=extra)
 
 
-def compose_job(cmd: CommandLine, overrides: list[str], check_rules: bool = True) -> JobConfig:
-    """Compose and type-check one job; check_rules also runs the cross-group validation."""
-    from bitcpm.config.load import to_job
-    from bitcpm.config.validate import validate
+def compose_job(
+    cmd: CommandLine, overrides: list[str], check_rules: bool = True, planned_runs: frozenset[Path] = frozenset()
+) -> JobConfig:
+    """Compose and type-check one job; check_rules also runs every pre-launch check (bitcpm.config.preflight).
 
+    planned_runs: run directories an earlier pipeline stage will create (their checkpoints do not exist yet).
+    """
+    from bitcpm.config.load import to_job
+    from bitcpm.config.preflight import preflight
+    from bitcpm.config.typecheck import check_override_types
+
+    check_override_types(overrides, JobConfig)
     job = to_job(compose_config(cmd, overrides))
     if check_rules:
-        validate(job)
+        preflight(job, planned_runs)  # ranges, cross-group rules, then files, tokenizer, checkpoints, extras
     return job
 
 

@@ -60,7 +60,7 @@ def plan_pipeline(cmd: CommandLine, base: JobConfig) -> list[PipelineStage]:
             f"+tracking.tags.pipeline_stage={spec.name}",
         ]
         try:
-            job = compose_job(cmd, overrides)
+            job = compose_job(cmd, overrides, planned_runs=frozenset(run_dirs.values()))
         except ConfigError as exc:
             raise ConfigError(f"pipeline stage '{spec.name}': {exc}") from None
         run_dirs[spec.name] = run_dir_for(job)

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from bitcpm.tracking.base import RUN_STATUSES, NullTracker, Tracker
 from bitcpm.tracking.run_info import default_tags, flatten_config, scrub_secrets
-from bitcpm.tracking.store_uri import resolve_store_uri
+from bitcpm.tracking.store_uri import resolve_experiment, resolve_store_uri
 
 __all__ = [
     "RUN_STATUSES",
@@ -19,6 +19,8 @@ __all__ = [
     "flatten_config",
     "open_tracker",
     "replay_spool",
+    "resolve_experiment",
+    "resolve_store_uri",
     "scrub_secrets",
 ]
 
@@ -34,7 +36,7 @@ class TrackingSettings(Protocol):
     @property
     def uri(self) -> str | None: ...
     @property
-    def experiment(self) -> str: ...
+    def experiment(self) -> str | None: ...
     @property
     def tags(self) -> Mapping[str, str]: ...
 
@@ -62,13 +64,13 @@ def open_tracker(
     from bitcpm.tracking.mlflow_tracker import MlflowRunOpener, start_mlflow_run, use_fast_fail_http
 
     merged_tags = {**default_tags(), **dict(cfg.tags or {}), **dict(tags)}
-    uri = resolve_store_uri(cfg.uri)
+    uri, experiment = resolve_store_uri(cfg.uri), resolve_experiment(cfg.experiment)
     flat_params = flatten_config(params)
     str_tags = {str(k): str(v) for k, v in merged_tags.items()}
     if spool_path is None:
         return start_mlflow_run(
             uri=uri,
-            experiment=cfg.experiment,
+            experiment=experiment,
             run_name=run_name,
             params=flat_params,
             tags=str_tags,
@@ -80,7 +82,7 @@ def open_tracker(
     # Only here: without a spool, failing fast would turn a server blip into a crashed training run.
     use_fast_fail_http()
     spec = RunSpec(run_name=run_name, params=flat_params, tags=str_tags, resume_run_id=resume_run_id)
-    return ResilientTracker(MlflowRunOpener(uri, cfg.experiment), spec, Path(spool_path))
+    return ResilientTracker(MlflowRunOpener(uri, experiment), spec, Path(spool_path))
 
 
 def replay_spool(cfg: TrackingSettings, spool_path: Path, run_id: str | None = None) -> int:
@@ -96,4 +98,6 @@ def replay_spool(cfg: TrackingSettings, spool_path: Path, run_id: str | None = N
     from bitcpm.tracking.replay import replay_spool_file
 
     use_fast_fail_http()
-    return replay_spool_file(MlflowRunOpener(resolve_store_uri(cfg.uri), cfg.experiment), Path(spool_path), run_id)
+    return replay_spool_file(
+        MlflowRunOpener(resolve_store_uri(cfg.uri), resolve_experiment(cfg.experiment)), Path(spool_path), run_id
+    )

@@ -75,12 +75,22 @@ def system_tags(tags: Mapping[str, str]) -> dict[str, str]:
     return system
 
 
+# MLflow 3's UI opens an experiment in its GenAI view unless this tag marks it as model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """Id of the named experiment, creating it (or restoring it from the trash) when needed."""
+    """Id of the named experiment, creating it (or restoring it from the trash) when needed.
+
+    The experiment is marked as model training, so MLflow's UI opens it on its runs and charts.
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(
+                name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
+            )
         except MlflowException as exc:
             # A parallel sweep job may have created it between our lookup and our create.
             experiment = client.get_experiment_by_name(name)
@@ -90,6 +100,8 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
         # A deleted experiment still owns its name, so creating a new one would fail.
         log.warning("MLflow experiment %r was deleted; restoring it", name)
         client.restore_experiment(experiment.experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older bitcpm or by hand: only fill a gap
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
     return experiment.experiment_id
 
 

@@ -1,12 +1,17 @@
-"""Tracking-store URI resolution: default sqlite store and where its artifacts live."""
+"""Where runs go: tracking URI and experiment (config, else MLflow's environment variables, else defaults)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DEFAULT_SQLITE_FILE = "mlflow.db"
 ARTIFACTS_DIRNAME = "mlartifacts"
 _SQLITE_PREFIX = "sqlite:///"
+DEFAULT_EXPERIMENT = "bitcpm"
+# MLflow's own variables: a user's shell setting applies wherever the config leaves the value unset.
+URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -19,9 +24,14 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path)
 
 
+def resolve_experiment(name: str | None) -> str:
+    """The experiment to use: tracking.experiment, else $MLFLOW_EXPERIMENT_NAME, else 'bitcpm'."""
+    return name or os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
+
+
 def resolve_store_uri(uri: str | None) -> str:
-    """Return the tracking URI to use; None means sqlite:///mlflow.db in the working directory."""
-    uri = uri or f"{_SQLITE_PREFIX}{DEFAULT_SQLITE_FILE}"
+    """The tracking URI to use: tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here."""
+    uri = uri or os.environ.get(URI_ENV) or f"{_SQLITE_PREFIX}{DEFAULT_SQLITE_FILE}"
     path = sqlite_path(uri)
     if path is None:
         return uri

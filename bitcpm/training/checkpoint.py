@@ -121,3 +121,100 @@ def read_shard(ckpt_dir: Path, tp_rank: int) -> dict[str, Any]:
             f"checkpoint {ckpt_dir} has no shard for tp rank {tp_rank} (saved with another parallel.tp?)"
         )
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# --- what the session calls (every rank, same arguments) -------------------------------------------
+# Interim format at a fixed layout: model shards per (tp, pp) as before (dp rank 0 writes them), plus one
+# file per rank with megatron's optimizer state (the inner AdamW state and the fp32 main weights it owns).
+
+
+def _optimizer_file(rank: int) -> str:
+    return f"optim_rank{rank:05d}.pt"
+
+
+def _raw(chunk: torch.nn.Module) -> torch.nn.Module:
+    return getattr(chunk, "module", chunk)  # megatron DDP wraps the GPTModel as .module
+
+
+def _main_params(optimizer: Any) -> list[torch.Tensor]:
+    return [p for group in optimizer.optimizer.param_groups for p in group["params"]]
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model_chunks: list[torch.nn.Module],
+    optimizer: Any,
+    extra_state: dict[str, Any],
+    keep: int,
+) -> Path | None:
+    """Write a complete checkpoint of `step`; returns its directory on rank 0, None elsewhere."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state as ps
+
+    tmp = temporary_dir(run_dir, step)
+    rank = dist.get_rank()
+    if ps.get_data_parallel_rank() == 0:
+        state = {"model": [_raw(c).state_dict() for c in model_chunks], **extra_state}
+        state["model"] = state["model"][0] if len(model_chunks) == 1 else state["model"]
+        tmp.mkdir(parents=True, exist_ok=True)
+        target = tmp / shard_name(ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank())
+        partial = target.with_suffix(".partial")
+        torch.save(state, partial)
+        crash_point("shard_write", step)
+        _fsync_file(partial)
+        os.replace(partial, target)
+    tmp.mkdir(parents=True, exist_ok=True)
+    opt = {"inner": optimizer.optimizer.state_dict(), "main": [p.detach() for p in _main_params(optimizer)]}
+    torch.save({"optimizer": opt, "rng": torch.get_rng_state()}, tmp / _optimizer_file(rank))
+    _fsync_file(tmp / _optimizer_file(rank))
+    dist.barrier()
+    final = publish(run_dir, step, keep_last=keep) if rank == 0 else None
+    dist.barrier()
+    return final
+
+
+def load_model_weights(ckpt_dir: Path, model_chunks: list[torch.nn.Module]) -> dict[str, Any]:
+    """Model weights only (stage.init_from, stage.teacher_from); resharded across tp at pp=1. Returns extra_state."""
+    from megatron.core import parallel_state as ps
+
+    from bitcpm.training.reshard import reshard_model_state
+
+    tp, tp_rank, pp_rank = ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank(), 0
+    pp_rank = ps.get_pipeline_model_parallel_rank()
+    saved = saved_tp(ckpt_dir)
+    if saved == tp:
+        state = torch.load(ckpt_dir / shard_name(tp_rank, pp_rank), map_location="cpu", weights_only=False)
+        models = state["model"] if isinstance(state["model"], list) else [state["model"]]
+    else:
+        if len(model_chunks) != 1 or ps.get_pipeline_model_parallel_world_size() != 1:
+            raise ValueError(f"checkpoint {ckpt_dir}: written at tp={saved}; changing tp needs pp=1 in this format")
+        shards = [read_shard(ckpt_dir, r) for r in range(saved)]
+        state = dict(shards[0])
+        models = [reshard_model_state(_raw(model_chunks[0]), [s["model"] for s in shards], tp, tp_rank)]
+    if len(models) != len(model_chunks):
+        raise ValueError(f"checkpoint {ckpt_dir}: {len(models)} model chunks saved, {len(model_chunks)} built")
+    for chunk, sd in zip(model_chunks, models, strict=True):
+        _raw(chunk).load_state_dict(sd)
+    return {k: v for k, v in state.items() if k != "model"}
+
+
+def load_checkpoint(ckpt_dir: Path, model_chunks: list[torch.nn.Module], optimizer: Any | None) -> dict[str, Any]:
+    """Model and optimizer state at the layout they were saved at (plus this rank's RNG); returns extra_state."""
+    import torch.distributed as dist
+
+    extra = load_model_weights(ckpt_dir, model_chunks)
+    path = ckpt_dir / _optimizer_file(dist.get_rank())
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {ckpt_dir} was written at another parallel layout (no {path.name})")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if optimizer is not None:
+        mains = _main_params(optimizer)
+        if len(mains) != len(saved["optimizer"]["main"]):
+            raise ValueError(f"checkpoint {ckpt_dir} was written at another parallel layout (optimizer shards differ)")
+        with torch.no_grad():
+            for p, v in zip(mains, saved["optimizer"]["main"], strict=True):
+                p.copy_(v)
+        optimizer.optimizer.load_state_dict(saved["optimizer"]["inner"])
+    torch.set_rng_state(saved["rng"])
+    return extra

@@ -7,13 +7,11 @@ exact), and the result equals the TP=1 loss.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.tensor_parallel.mappings import reduce_from_tensor_model_parallel_region
 
-from bitcpm.training.steps import causal_mask
+from bitcpm.training.steps import mean_loss, model_inputs
 
 
 def _log_softmax_parallel(logits: torch.Tensor) -> torch.Tensor:
@@ -35,24 +33,22 @@ def parallel_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
     return reduce_from_tensor_model_parallel_region(local)
 
 
-def _logits(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    positions = torch.arange(inputs.shape[1], device=inputs.device).unsqueeze(0).expand_as(inputs)
-    return model(input_ids=inputs, position_ids=positions, attention_mask=causal_mask(inputs.shape[1], inputs.device))
+def make_distill_loss(teacher: torch.nn.Module, alpha: float, temperature: float):
+    """A megatron forward_step for the student: the teacher runs frozen, in its own precision, without gradients."""
 
-
-def make_distill_loss(
-    teacher: torch.nn.Module, alpha: float, temperature: float
-) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
-    """Loss function for train_step: the teacher runs frozen, in its own precision, without gradients."""
-
-    def loss(student: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-        inputs, labels = tokens[:, :-1], tokens[:, 1:]
-        with torch.no_grad():
-            teacher_logits = _logits(teacher, inputs)
-        student_logits = _logits(student, inputs)
+    def loss_of(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # megatron's cross-entropy shifts its input in place: give it a copy.
         ce = tensor_parallel.vocab_parallel_cross_entropy(student_logits.float().clone(), labels)
         kl = parallel_kl(student_logits, teacher_logits, temperature)
-        return (alpha * temperature**2 * kl + (1.0 - alpha) * ce).mean()
+        return alpha * temperature**2 * kl + (1.0 - alpha) * ce
 
-    return loss
+    def forward_step(data_iterator, student: torch.nn.Module):
+        tokens = next(data_iterator)
+        inputs, labels = model_inputs(tokens), tokens[:, 1:]
+        with torch.no_grad():
+            teacher_logits = teacher(**inputs)
+        student_logits = student(**inputs)
+        per_token = loss_of(student_logits, teacher_logits, labels)  # logits [b, s, v/tp], labels [b, s]
+        return per_token, mean_loss
+
+    return forward_step

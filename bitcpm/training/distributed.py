@@ -28,7 +28,9 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(backend: ModuleType, dist_backend: str, tp: int, pp: int, cp: int, seed: int) -> DistInfo:
+def init_distributed(
+    backend: ModuleType, dist_backend: str, tp: int, pp: int, cp: int, seed: int, virtual_pp: int = 1
+) -> DistInfo:
     """Join the process group (env:// under torchrun/Slurm, an in-memory store when alone)."""
     from megatron.core import parallel_state, tensor_parallel
 
@@ -43,7 +45,10 @@ def init_distributed(backend: ModuleType, dist_backend: str, tp: int, pp: int, c
             dist.init_process_group(dist_backend, rank=rank, world_size=world)
     backend.after_process_group()
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, context_parallel_size=cp
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        virtual_pipeline_model_parallel_size=virtual_pp if pp > 1 and virtual_pp > 1 else None,
+        context_parallel_size=cp,
     )
     tensor_parallel.model_parallel_cuda_manual_seed(seed)
     torch.manual_seed(seed)

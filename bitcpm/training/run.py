@@ -43,7 +43,7 @@ def _open_tracking(s: Session, run_dir: Path):
         tags={
             "stage": job.stage.name,
             "model": job.model.name,
-            "quant": job.quant.method if not job.quant.enabled else f"ternary_g{job.quant.group_size}",
+            "quant": job.quant.label,
             "run_dir": str(run_dir),
             "config_hash": run_dir.name.rsplit("-", 1)[-1],
             "init_from": str(job.stage.init_from or ""),
@@ -55,13 +55,14 @@ def _open_tracking(s: Session, run_dir: Path):
     )
     s.tracker = tracker
     log_restarts(tracker, run_dir, s.step)  # requeues by the scheduler, as a tag and a metric
-    if job.quant.enabled:
+    if job.quant.enabled and job.tracking.backend == "mlflow":
         from bitcpm.bench.overhead import bench_key, find_bf16_bench
-        from bitcpm.tracking.store_uri import resolve_store_uri
+        from bitcpm.tracking.store_uri import resolve_experiment, resolve_store_uri
 
         # A BF16 bench of the same configuration on the same devices gives this QAT run an overhead figure.
         key = bench_key(job, s.info.world_size)
-        s.bf16_tokens_per_s = find_bf16_bench(resolve_store_uri(job.tracking.uri), job.tracking.experiment, key)
+        uri, experiment = resolve_store_uri(job.tracking.uri), resolve_experiment(job.tracking.experiment)
+        s.bf16_tokens_per_s = find_bf16_bench(uri, experiment, key)
     for name in ("config.yaml", "overrides.yaml"):
         if (run_dir / name).exists():
             tracker.log_text(_mask_secrets((run_dir / name).read_text()), name)
@@ -92,7 +93,7 @@ class Recorder:
 def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
     from bitcpm.bench.overhead import qat_overhead
     from bitcpm.monitoring.system_metrics import SystemMonitor
-    from bitcpm.training.optim import set_lr
+    from bitcpm.training.build import set_lr
     from bitcpm.training.steps import train_step
 
     job, info = s.job, s.info
@@ -112,12 +113,12 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
     log_every, eval_every, save_every = job.tracking.log_interval, job.train.eval_interval, job.train.save_interval
     loss = float("nan")
     while s.step < total:
-        lr = set_lr(s.optimizer, s.base_lr, s.schedule(s.step))
+        lr = set_lr(s.engine.optimizer, s.base_lr, s.schedule(s.step), job.optim.weight_decay)
         batches = s.micro_batches(s.step)
         s.backend.synchronize()
         t0 = time.perf_counter()
-        extra = {"loss_fn": s.loss_fn} if s.loss_fn is not None else {}
-        result = train_step(s.model, s.optimizer, batches, job.optim.clip_grad, step=s.step, **extra)
+        extra = {"forward_step": s.forward_step} if s.forward_step is not None else {}
+        result = train_step(s.engine, batches, step=s.step, **extra)
         s.backend.synchronize()
         seconds = time.perf_counter() - t0
         if not result.finite:
@@ -196,7 +197,7 @@ def run_training(job: JobConfig, run_dir: Path) -> RunResult:
     backend.prepare()
     stop = StopRequest().install(job.train.stop_signals)
     p = job.parallel
-    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed)
+    info = init_distributed(backend, job.hardware.dist_backend, p.tp, p.pp, p.cp, job.train.seed, p.virtual_pp)
     tracker = NullTracker()
     say = print if info.is_main else (lambda *_a, **_k: None)
     try:

@@ -15,38 +15,22 @@ from bitcpm.training.distributed import DistInfo, barrier
 from bitcpm.training.stage import initial_weights_from, stage_schedule
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state()}
-
-
 class Session:
     """Everything a worker holds during a run."""
 
     def __init__(self, job: JobConfig, run_dir: Path, info: DistInfo, backend) -> None:
-        from bitcpm.models import build_model
-        from bitcpm.quant.converter import convert_to_ternary
+        from bitcpm.training.build import build_engine
         from bitcpm.training.data import build_training_data
-        from bitcpm.training.optim import build_optimizer
 
         self.job, self.run_dir, self.info, self.backend = job, run_dir, info, backend
-        p, t = job.parallel, job.train
+        t = job.train
         self.data = build_training_data(job.data, t.seq_length, info.is_main, job.model.vocab_size)
-        self.model = build_model(
-            job.model,
-            seq_length=t.seq_length,
-            tp=p.tp,
-            dtype=job.hardware.dtype,
-            sequence_parallel=p.sequence_parallel,
-            recompute=p.recompute,
-            device=job.hardware.device,
-        ).to(info.device)
-        self.quantized = convert_to_ternary(self.model, job.quant)
         self.schedule, self.base_lr = stage_schedule(job)
-        self.optimizer = build_optimizer(self.model, job.model, job.optim, self.base_lr)
-        self.micro_per_step = p.global_batch_size // (p.micro_batch_size * info.dp_size)
-        self.tokens_per_step = p.global_batch_size * t.seq_length
+        self.engine = build_engine(job, info.world_size, self.base_lr)
+        self.layout = self.engine.layout
+        self.tokens_per_step = job.parallel.global_batch_size * t.seq_length
         self.flops_per_token = flops_per_token(job.model, t.seq_length)
-        self.loss_fn = self._distill_loss() if job.stage.name == "distill" else None
+        self.forward_step = self._distill_step() if job.stage.name == "distill" else None
         self.step = 0
         self.nan_skips = 0
         self.fresh_init_val_loss: float | None = None
@@ -54,11 +38,10 @@ class Session:
         self.tracker: Any = None
         self.bf16_tokens_per_s: float | None = None
 
-    def _distill_loss(self):
-        """Build the frozen teacher from stage.teacher_from (its own size and precision) and the KD loss."""
+    def _distill_step(self):
+        """Build the frozen teacher from stage.teacher_from (its own size and precision) and the KD forward step."""
         from bitcpm.config.load import load_job
-        from bitcpm.models import build_model
-        from bitcpm.quant.converter import convert_to_ternary
+        from bitcpm.training.build import build_frozen_model
         from bitcpm.training.distill import make_distill_loss
         from bitcpm.training.stage import resolve_checkpoint
 
@@ -70,32 +53,20 @@ class Session:
                 f"stage.teacher_from: teacher vocab_size={teacher_job.model.vocab_size} differs from "
                 f"model.vocab_size={job.model.vocab_size}"
             )
-        teacher = build_model(
-            teacher_job.model, seq_length=job.train.seq_length, tp=job.parallel.tp, dtype=teacher_job.hardware.dtype
-        ).to(self.info.device)
-        convert_to_ternary(teacher, teacher_job.quant)
-        teacher.load_state_dict(self._read_state(source, with_optimizer=False, model=teacher)["model"])
-        teacher.requires_grad_(False).eval()
+        teacher = build_frozen_model(
+            teacher_job.model,
+            teacher_job.quant,
+            job.parallel,
+            teacher_job.hardware.dtype,
+            job.train.seq_length,
+            job.train.seed,
+            job.hardware.device,
+        )
+        ckpt.load_model_weights(source, teacher)
         self.teacher = teacher
-        return make_distill_loss(teacher, job.stage.alpha, job.stage.temperature)
+        return make_distill_loss(teacher[0], job.stage.alpha, job.stage.temperature)
 
     # --- state -------------------------------------------------------------------------------------
-    def _read_state(self, ckpt_dir: Path, with_optimizer: bool, model: torch.nn.Module | None = None) -> dict[str, Any]:
-        """This rank's state from a checkpoint, resharded when it was written at another tp size."""
-        from bitcpm.training.reshard import reshard_model_state, reshard_optimizer_state
-
-        model = model or self.model
-        tp, rank = self.job.parallel.tp, self.info.tp_rank
-        saved = ckpt.saved_tp(ckpt_dir)
-        if saved == tp:
-            return ckpt.read_shard(ckpt_dir, rank)
-        shards = [ckpt.read_shard(ckpt_dir, r) for r in range(saved)]
-        state = dict(shards[0])
-        state["model"] = reshard_model_state(model, [sh["model"] for sh in shards], tp, rank)
-        if with_optimizer:
-            state["optimizer"] = reshard_optimizer_state(model, [sh["optimizer"] for sh in shards], tp, rank)
-        return state
-
     def restore(self) -> str:
         """Resume from the newest complete checkpoint of this run, or initialise from stage.init_from."""
         partial = ckpt.incomplete_checkpoints(self.run_dir)
@@ -107,10 +78,8 @@ class Session:
             for p in partial:
                 ckpt.discard(p)
         if latest is not None:
-            state = self._read_state(latest, with_optimizer=True)
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"]["torch"])
+            state = ckpt.load_checkpoint(latest, self.engine.model, self.engine.optimizer)
+            self._weights_changed(main_weights_loaded=True)
             self.step = state["step"]
             self.nan_skips = state.get("nan_skips", 0)
             self.mlflow_run_id = state.get("mlflow_run_id")
@@ -121,37 +90,34 @@ class Session:
         if source is not None:
             # The loss of the freshly initialised model shows what the stage gains from its start.
             self.fresh_init_val_loss = self.validate()
-            self.model.load_state_dict(self._read_state(source, with_optimizer=False)["model"])
+            ckpt.load_model_weights(source, self.engine.model)
+            self._weights_changed()
             return f"initialised from {source} (a fresh model's validation loss: {self.fresh_init_val_loss:.4f})"
         return "fresh start"
 
+    def _weights_changed(self, main_weights_loaded: bool = False) -> None:
+        """Model weights were loaded: megatron's fp32 main weights follow (unless loaded too); cached W_q go."""
+        from bitcpm.quant.converter import refresh_quantized_weights
+
+        if not main_weights_loaded:
+            self.engine.optimizer.reload_model_params()
+        for chunk in self.engine.model:
+            refresh_quantized_weights(chunk)
+
     def save(self) -> Path | None:
-        """Write a complete checkpoint of the current step (all ranks; rank 0 publishes)."""
-        tmp = ckpt.temporary_dir(self.run_dir, self.step)
-        if self.info.dp_rank == 0:
-            ckpt.write_shard(
-                tmp,
-                self.info.tp_rank,
-                {
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "rng": _rng_state(),
-                    "step": self.step,
-                    "nan_skips": self.nan_skips,
-                    "consumed_samples": self.step * self.job.parallel.global_batch_size,
-                    # Read at save time: after an outage at start the run id only exists once the server is back.
-                    "mlflow_run_id": getattr(self.tracker, "run_id", None) or self.mlflow_run_id,
-                    "config": OmegaConf.to_container(OmegaConf.structured(self.job)),
-                },
-            )
-        barrier()
-        final = (
-            ckpt.publish(self.run_dir, self.step, keep_last=self.job.train.keep_checkpoints)
-            if self.info.is_main
-            else None
+        """Write a complete checkpoint of the current step (every rank takes part; rank 0 publishes)."""
+        extra = {
+            "step": self.step,
+            "nan_skips": self.nan_skips,
+            "consumed_samples": self.step * self.job.parallel.global_batch_size,
+            # Read at save time: after an outage at start the run id only exists once the server is back.
+            "mlflow_run_id": getattr(self.tracker, "run_id", None) or self.mlflow_run_id,
+            "config": OmegaConf.to_container(OmegaConf.structured(self.job)),
+        }
+        self.engine.sync_params()  # the saved weights are this step's on every rank
+        return ckpt.save_checkpoint(
+            self.run_dir, self.step, self.engine.model, self.engine.optimizer, extra, self.job.train.keep_checkpoints
         )
-        barrier()
-        return final
 
     # --- loop --------------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[torch.Tensor]:
@@ -159,22 +125,22 @@ class Session:
         p, info = self.job.parallel, self.info
         first = step * p.global_batch_size
         out = []
-        for i in range(self.micro_per_step):
-            start = first + (i * info.dp_size + info.dp_rank) * p.micro_batch_size
+        for i in range(self.layout.micro_batches_per_step):
+            start = first + (i * self.layout.dp + info.dp_rank) * p.micro_batch_size
             out.append(self.data.train_micro_batch(start, p.micro_batch_size).to(info.device))
         return out
 
     def validate(self) -> float:
-        """Validation loss on the fixed held-out batches."""
+        """Validation loss on the held-out set: train.eval_batches global batches, the same at every layout."""
         from bitcpm.training.steps import evaluate
 
         batches = self.data.valid_batches(
-            self.job.train.eval_batches,
+            self.job.train.eval_batches * self.layout.micro_batches_per_step,
             self.job.parallel.micro_batch_size,
             self.info.dp_rank,
-            self.info.dp_size,
+            self.layout.dp,
         )
-        return evaluate(self.model, [b.to(self.info.device) for b in batches])
+        return evaluate(self.engine, [b.to(self.info.device) for b in batches])
 
     def throughput(self, seconds: float) -> dict[str, float]:
         """tokens/s, per device, model TFLOP/s per device and MFU (when the peak is known)."""

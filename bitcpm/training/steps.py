@@ -1,10 +1,17 @@
-"""One optimizer step and one validation pass over megatron-core's GPTModel."""
+"""One optimizer step and one validation pass, both through megatron's forward-backward schedule.
+
+The schedule (no pipelining, 1F1B or interleaved 1F1B) runs every micro-batch of the step; the loss lives on
+the last pipeline stage, megatron's DDP reduces gradients (bucketed, overlapped) and finalize_model_grads
+syncs tied embeddings and sequence-parallel norm gradients; megatron's optimizer unscales, measures the
+gradient norm, clips and steps. The host reads two numbers per step (loss and gradient norm), never a
+tensor per parameter or per micro-batch.
+"""
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -12,8 +19,10 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from bitcpm.quant.converter import refresh_quantized_weights
-from bitcpm.training.distributed import all_reduce_mean
 from bitcpm.training.faults import crash_point, nan_injected
+
+# forward_step(data_iterator, model) -> (output, loss_func); megatron's forward_step_func contract.
+ForwardStep = Callable[[Iterator, torch.nn.Module], tuple]
 
 
 @functools.lru_cache(maxsize=8)
@@ -23,54 +32,68 @@ def causal_mask(seq_length: int, device: torch.device) -> torch.Tensor:
     return torch.triu(torch.ones(seq_length, seq_length, dtype=torch.bool, device=device), diagonal=1)[None, None]
 
 
-def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of a [batch, seq + 1] token block (vocab-parallel CE inside)."""
-    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+def model_inputs(tokens: torch.Tensor) -> dict:
+    """GPTModel keyword arguments for a [batch, seq + 1] token block (inputs are all but the last token)."""
+    inputs = tokens[:, :-1]
     positions = torch.arange(inputs.shape[1], device=inputs.device).unsqueeze(0).expand_as(inputs)
-    mask = causal_mask(inputs.shape[1], inputs.device)
-    per_token = model(input_ids=inputs, position_ids=positions, attention_mask=mask, labels=labels)
-    return per_token.float().mean()
+    return {
+        "input_ids": inputs,
+        "position_ids": positions,
+        "attention_mask": causal_mask(inputs.shape[1], inputs.device),
+    }
 
 
-def grad_norm(model: torch.nn.Module) -> torch.Tensor:
-    """Global L2 norm of the gradients, counting tensor-parallel duplicates (norm weights) once."""
-    tp_rank = parallel_state.get_tensor_model_parallel_rank()
-    total = torch.zeros((), dtype=torch.float32)
-    for p in model.parameters():
-        if p.grad is None:
-            continue
-        if getattr(p, "tensor_model_parallel", False) or tp_rank == 0:
-            total += p.grad.detach().float().pow(2).sum().cpu()
-    tp_group = parallel_state.get_tensor_model_parallel_group()
-    if dist.get_world_size(tp_group) > 1:
-        dist.all_reduce(total, group=tp_group)
-    return total.sqrt()
+def mean_loss(per_token: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Loss of one micro-batch (the schedule divides by the micro-batch count) and its detached copy."""
+    loss = per_token.float().mean()
+    # A copy: megatron divides the returned loss by the micro-batch count in place.
+    return loss, {"loss": loss.detach().clone()}
 
 
-def clip_gradients(model: torch.nn.Module, norm: torch.Tensor, max_norm: float) -> None:
-    """Scale gradients down to max_norm (0 disables)."""
-    if max_norm <= 0:
-        return
-    coef = max_norm / (float(norm) + 1e-6)
-    if coef < 1.0:
-        for p in model.parameters():
-            if p.grad is not None:
-                p.grad.mul_(coef)
+def lm_forward_step(data_iterator: Iterator, model: torch.nn.Module) -> tuple:
+    """Next-token cross-entropy (vocab-parallel inside megatron); non-last stages return hidden states."""
+    tokens = next(data_iterator)
+    return model(**model_inputs(tokens), labels=tokens[:, 1:]), mean_loss
 
 
-def average_data_parallel_grads(model: torch.nn.Module) -> None:
-    """All-reduce gradients over the data-parallel group (replicas saw different micro-batches)."""
-    group = parallel_state.get_data_parallel_group()
-    if dist.get_world_size(group) == 1:
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, group=group)
-    flat /= dist.get_world_size(group)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of one block on a single-stage model (tests, probes)."""
+    return mean_loss(model(**model_inputs(tokens), labels=tokens[:, 1:]))[0]
+
+
+def _run_schedule(engine, micro_batches: list[torch.Tensor], forward_step: ForwardStep, forward_only: bool):
+    """All micro-batches through megatron's schedule; returns this rank's per-micro-batch loss dicts."""
+    seq = micro_batches[0].shape[1] - 1
+    iterators = [iter(micro_batches) for _ in engine.model]  # each virtual chunk consumes the whole list
+    return engine.forward_backward(
+        forward_step_func=forward_step,
+        data_iterator=iterators if len(iterators) > 1 else iterators[0],
+        model=engine.model,
+        num_microbatches=len(micro_batches),
+        seq_length=seq,
+        micro_batch_size=micro_batches[0].shape[0],
+        forward_only=forward_only,
+    )
+
+
+def reduce_loss(losses: list[dict]) -> torch.Tensor:
+    """Mean over micro-batches, moved from the last pipeline stage to every stage, averaged over dp."""
+    total = torch.stack([d["loss"] for d in losses]).mean() if losses else torch.zeros((), dtype=torch.float32)
+    total = total.float().reshape(())
+    if not losses:
+        total = total.to(_device())
+    pp_group = parallel_state.get_pipeline_model_parallel_group()
+    if dist.get_world_size(pp_group) > 1:
+        dist.all_reduce(total, group=pp_group)  # only the last stage holds a non-zero value
+    dp_group = parallel_state.get_data_parallel_group()
+    if dist.get_world_size(dp_group) > 1:
+        dist.all_reduce(total, group=dp_group)
+        total /= dist.get_world_size(dp_group)
+    return total
+
+
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 @dataclass
@@ -83,44 +106,44 @@ class StepResult:
 
 
 def train_step(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    engine,
     micro_batches: list[torch.Tensor],
-    clip_grad: float,
     step: int | None = None,
-    loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = lm_loss,
+    forward_step: ForwardStep = lm_forward_step,
 ) -> StepResult:
-    """Accumulate gradients over the micro-batches, average over dp, clip, update (skipped if not finite)."""
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    total = torch.zeros((), dtype=torch.float32)
-    for tokens in micro_batches:
-        loss = loss_fn(model, tokens) / len(micro_batches)
-        loss.backward()
-        total += loss.detach().cpu()
+    """Forward/backward every micro-batch, reduce, clip, update (skipped if the loss or gradient is not finite)."""
+    optimizer = engine.optimizer
+    for chunk in engine.model:
+        chunk.train()
+        chunk.zero_grad_buffer()
+    optimizer.zero_grad()
+    losses = _run_schedule(engine, micro_batches, forward_step, forward_only=False)
     crash_point("mid_step", step)
+    total = reduce_loss(losses)
     if step is not None and nan_injected(step):
         total = total * float("nan")
-    average_data_parallel_grads(model)
-    norm = grad_norm(model)
-    all_reduce_mean(total, parallel_state.get_data_parallel_group())
-    finite = math.isfinite(float(total)) and math.isfinite(float(norm))
+    if optimizer.prepare_grads():
+        # fp16 overflow: megatron's loss scaler has backed off; the update is skipped, as megatron does.
+        return StepResult(loss=float(total), grad_norm=float("nan"), finite=True)
+    clip = optimizer.config.clip_grad
+    norm = float(optimizer.clip_grad_norm(clip) if clip > 0 else optimizer.get_grad_norm())
+    loss = float(total)
+    finite = math.isfinite(loss) and math.isfinite(norm)
     if finite:
-        clip_gradients(model, norm, clip_grad)
-        optimizer.step()
-        refresh_quantized_weights(model)
-    else:
-        optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=float(total), grad_norm=float(norm), finite=finite)
+        optimizer.step_with_ready_grads()
+        # Required, not only tidy: megatron writes updated weights through its param buffer (and the
+        # distributed optimizer's all-gather), which does not bump the weights' version counters.
+        for chunk in engine.model:
+            refresh_quantized_weights(chunk)
+    return StepResult(loss=loss, grad_norm=norm, finite=finite)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: list[torch.Tensor]) -> float:
-    """Mean validation loss over the given micro-batches, averaged over data-parallel replicas."""
-    model.eval()
-    total = torch.zeros((), dtype=torch.float32)
-    for tokens in batches:
-        total += lm_loss(model, tokens).cpu()
-    total /= max(1, len(batches))
-    all_reduce_mean(total, parallel_state.get_data_parallel_group())
-    return float(total)
+def evaluate(engine, batches: list[torch.Tensor], forward_step: ForwardStep = lm_forward_step) -> float:
+    """Mean loss over the given micro-batches (this rank's share of the held-out set), averaged over dp."""
+    for chunk in engine.model:
+        chunk.eval()
+    losses = _run_schedule(engine, batches, forward_step, forward_only=True)
+    for chunk in engine.model:
+        chunk.train()
+    return float(reduce_loss(losses))

@@ -10,13 +10,14 @@ import pytest
 from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job, expand_sweeps, parse_command_line
 from bitcpm.presets import conf_dir
+from tests.support.finished_run import finished_run
 
 GROUPS = ["model", "parallel", "quant", "stage", "data", "optim", "tracking", "launcher", "hardware"]
 
 # What each group needs so the rest of the default job stays valid with it.
 COMPANIONS = {
-    ("stage", "qat"): ["stage.init_from=some/run"],
-    ("stage", "distill"): ["stage.init_from=a", "stage.teacher_from=b"],
+    ("stage", "qat"): ["stage.init_from={run}"],
+    ("stage", "distill"): ["stage.init_from={run}", "stage.teacher_from={run}"],
     ("quant", "ternary_g256"): ["model=0.5b", "train.seq_length=256"],
     ("parallel", "tp4"): ["model=wt100m", "quant=none"],
     ("parallel", "tp8"): ["model=wt30m", "quant=none"],
@@ -38,8 +39,9 @@ def _companions(group: str, option: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)], ids=lambda x: str(x))
-def test_every_preset_composes_and_validates(group: str, option: str) -> None:
-    overrides = [f"{group}={option}", *_companions(group, option)]
+def test_every_preset_composes_and_validates(group: str, option: str, tmp_path) -> None:
+    run = finished_run(tmp_path / "run")  # a complete source run for stages that start from one
+    overrides = [f"{group}={option}", *(c.format(run=run) for c in _companions(group, option))]
     job = compose_job(CommandLine(), overrides)
     node = getattr(job, group)
     assert node is not None

@@ -70,18 +70,19 @@ def test_padding_mask_type_uses_the_mask(dist_cpu) -> None:
 
 def test_whole_model_with_sdpa_spec_matches_local_spec(dist_cpu) -> None:
     from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
     from bitcpm.models import build_model
-    from bitcpm.models.minicpm.attention import SDPAttention, minicpm_layer_spec, sdpa_layer_spec
+    from bitcpm.models.minicpm.attention import SDPAttention, minicpm_layer_spec
     from bitcpm.models.minicpm.model import transformer_config
     from bitcpm.models.minicpm.mup import apply_mup
     from bitcpm.training.steps import causal_mask
 
     cfg = _model_cfg()
-    local = build_model(cfg, seq_length=32).eval()
-    flash = GPTModel(
+    flash = build_model(cfg, seq_length=32).eval()  # bitcpm's spec: SDPA and its own RMSNorm
+    local = GPTModel(
         config=transformer_config(cfg),
-        transformer_layer_spec=sdpa_layer_spec(),
+        transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
         vocab_size=cfg.vocab_size,
         max_sequence_length=cfg.max_position_embeddings,
         share_embeddings_and_output_weights=cfg.tie_embeddings,
@@ -89,8 +90,8 @@ def test_whole_model_with_sdpa_spec_matches_local_spec(dist_cpu) -> None:
         rotary_base=int(cfg.rope.theta),
         parallel_output=True,
     ).eval()
-    apply_mup(flash, cfg)
-    flash.load_state_dict(local.state_dict())
+    apply_mup(local, cfg)
+    local.load_state_dict(flash.state_dict())  # the same tensor names: megatron's spec and bitcpm's
     assert all(isinstance(layer.self_attention.core_attention, SDPAttention) for layer in flash.decoder.layers)
     tokens = torch.randint(0, cfg.vocab_size, (2, 32), generator=torch.Generator().manual_seed(1))
     pos = torch.arange(32).unsqueeze(0).expand(2, -1)
@@ -98,6 +99,6 @@ def test_whole_model_with_sdpa_spec_matches_local_spec(dist_cpu) -> None:
         want = local(input_ids=tokens, position_ids=pos, attention_mask=causal_mask(32, tokens.device))
         got = flash(input_ids=tokens, position_ids=pos, attention_mask=causal_mask(32, tokens.device))
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    # The device switch: SDPA on CUDA only; the stock local spec elsewhere.
-    assert minicpm_layer_spec("cuda").submodules.self_attention.submodules.core_attention is SDPAttention
-    assert minicpm_layer_spec("cpu").submodules.self_attention.submodules.core_attention is not SDPAttention
+    # SDPA on every backend (on CPU it is faster than megatron's local attention, too).
+    for device in ("cuda", "cpu", "npu"):
+        assert minicpm_layer_spec(device).submodules.self_attention.submodules.core_attention is SDPAttention

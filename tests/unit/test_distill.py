@@ -46,7 +46,10 @@ def test_distill_loss_blends_kl_and_ce(dist_cpu) -> None:
 
     tokens = torch.randint(0, vocab, (1, 7))
     alpha, temp = 0.3, 2.0
-    loss = make_distill_loss(Fixed(teacher_logits), alpha, temp)(Fixed(student_logits), tokens)
+    forward_step = make_distill_loss(Fixed(teacher_logits), alpha, temp)
+    per_token, loss_func = forward_step(iter([tokens]), Fixed(student_logits))  # megatron's forward_step contract
+    loss, reported = loss_func(per_token)
+    assert reported["loss"] == loss
     ce = F.cross_entropy(student_logits[0], tokens[0, 1:])
     kl = (
         F.kl_div(

@@ -9,6 +9,7 @@ from bitcpm.frontend.submission import launch_refusal, plan_text
 from bitcpm.plan import count_params, flops_per_token, make_plan
 from bitcpm.plan.estimate import MFU_ASSUMED, step_seconds
 from bitcpm.plan.memory import estimate_memory, in_flight_stages, layer_activation_bytes, memory_overflow, stage_params
+from tests.support.finished_run import finished_run
 
 
 def _job(*overrides: str):
@@ -82,8 +83,9 @@ def test_recompute_setting_chooses_the_activation_figure():
     assert full.activations == none.activations_by_recompute["full"] < none.activations
 
 
-def test_distill_counts_the_teacher_from_its_preset():
-    args = ["model=1b", "hardware=h100", "stage=distill", "stage.init_from=a", "stage.teacher_from=b"]
+def test_distill_counts_the_teacher_from_its_preset(tmp_path):
+    run = finished_run(tmp_path / "run", ["model=1b", "quant=none"])
+    args = ["model=1b", "hardware=h100", "stage=distill", f"stage.init_from={run}", f"stage.teacher_from={run}"]
     without = _memory(*args)
     teacher = _memory(*args, "stage.teacher_model=8b")
     j = _job(*args, "stage.teacher_model=8b")
@@ -123,7 +125,7 @@ def test_plan_shows_memory_step_time_and_the_launch(launcher: str):
     assert "memory     per device" in text and "step time  ~" in text
     assert "node 0: ranks 0-1" in text
     assert f"launch     {launcher}" in text
-    assert ("torch.distributed.run" in text) if launcher == "local" else ("#SBATCH --gpus-per-node=2" in text)
+    assert ("launchers.elastic" in text) if launcher == "local" else ("#SBATCH --gpus-per-node=2" in text)
 
 
 def test_pipeline_schedules_hold_their_warmup_micro_batches_in_flight():

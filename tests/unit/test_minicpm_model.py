@@ -86,21 +86,23 @@ def test_forward_matches_plain_minicpm(dist_cpu, tie: bool) -> None:
 
 
 def test_mup_init_and_lr_rules(dist_cpu) -> None:
-    from bitcpm.models import build_model
-    from bitcpm.training.optim import build_optimizer
+    from bitcpm.training.build import build_engine
 
     job = compose_job(CommandLine(), ["quant=none", "model.hidden_size=512", "model.dim_model_base=128"])
     cfg = job.model
     m = cfg.width_mult
     assert m == 4
-    model = build_model(cfg, seq_length=32)
+    engine = build_engine(job, 1, base_lr=0.01)  # megatron's optimizer with bitcpm's muP param-group overrides
+    model = engine.raw_chunks()[0]
     params = dict(model.named_parameters())
     hidden = params["decoder.layers.0.mlp.linear_fc1.weight"]
     assert hidden.std().item() == pytest.approx(cfg.init_std / math.sqrt(m), rel=0.02)
     assert params["embedding.word_embeddings.weight"].std().item() == pytest.approx(cfg.init_std, rel=0.02)
-    opt = build_optimizer(model, cfg, job.optim, base_lr=0.01)
-    lr_of = {name: g["lr"] for g in opt.param_groups for name in g["names"]}
-    wd_of = {name: g["weight_decay"] for g in opt.param_groups for name in g["names"]}
+    name_of = {id(p): n for n, p in params.items()}
+    groups = engine.optimizer.param_groups
+    lr_of = {name_of[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    wd_of = {name_of[id(p)]: g["weight_decay"] for g in groups for p in g["params"]}
+    assert len(lr_of) == len(params)
     assert lr_of["decoder.layers.1.self_attention.linear_qkv.weight"] == pytest.approx(0.01 / m)
     assert lr_of["decoder.layers.1.mlp.linear_fc2.weight"] == pytest.approx(0.01 / m)
     assert lr_of["embedding.word_embeddings.weight"] == pytest.approx(0.01)

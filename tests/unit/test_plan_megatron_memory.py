@@ -14,10 +14,7 @@ import pytest
 from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.plan import make_plan
 from bitcpm.plan.memory import MemoryEstimate, estimate_memory, stage_memory
-
-# The engine's builder (megatron DDP + get_megatron_optimizer) lands with the engine stream.
-pytest.importorskip("bitcpm.training.build", reason="bitcpm.training.build (the megatron engine builder) not merged")
-from tests.support.megatron_memory import build_and_count  # noqa: E402
+from tests.support.megatron_memory import build_and_count
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = ["model=debug", "parallel.micro_batch_size=1", "parallel.global_batch_size=4", "train.seq_length=32"]

@@ -57,16 +57,24 @@ def test_inference_mode_is_never_cached() -> None:
 
 # --- on the megatron model --------------------------------------------------------------------------------
 def _job(*overrides: str):
-    return compose_job(CommandLine(), ["quant=ternary_g64", "model.num_layers=2", *overrides])
+    return compose_job(
+        CommandLine(),
+        ["quant=ternary_g64", "model.num_layers=2", "train.seq_length=16", "parallel.micro_batch_size=2", *overrides],
+    )
 
 
-def _model(job, recompute: str = "none"):
-    from bitcpm.models import build_model
+def _engine(job, recompute: str = "none"):
+    """The training engine (megatron DDP + optimizer + schedule) of a small ternary model."""
+    from dataclasses import replace
 
-    torch.manual_seed(0)
-    model = build_model(job.model, seq_length=16, recompute=recompute)
-    converter.convert_to_ternary(model, job.quant)
-    return model
+    from bitcpm.training.build import build_engine
+
+    job = replace(job, parallel=replace(job.parallel, recompute=recompute))
+    return build_engine(job, 1, 1e-3)
+
+
+def _linears(engine):
+    return converter.ternary_modules(engine.raw_chunks()[0])
 
 
 def _batches(vocab: int, n: int = 2) -> list[torch.Tensor]:
@@ -89,59 +97,52 @@ def count_quantizations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.mark.parametrize("recompute", ["none", "full"])
 def test_quantized_once_per_step_across_micro_batches_and_recompute(dist_cpu, count_quantizations, recompute):
-    from bitcpm.training.optim import build_optimizer
     from bitcpm.training.steps import train_step
 
     job = _job()
-    model = _model(job, recompute)
-    n_linear = len(converter.ternary_modules(model))
-    optimizer = build_optimizer(model, job.model, job.optim, 1e-3)
-    train_step(model, optimizer, _batches(job.model.vocab_size, 3), clip_grad=1.0)
+    engine = _engine(job, recompute)
+    n_linear = len(_linears(engine))
+    train_step(engine, _batches(job.model.vocab_size, 3))
     # 3 micro-batches (+ recomputed forwards when recompute=full), yet one W_q per linear.
     assert count_quantizations[0] == n_linear
-    assert all(not m.ternary_cache.filled for m in converter.ternary_modules(model)), "refresh after step"
-    train_step(model, optimizer, _batches(job.model.vocab_size, 3), clip_grad=1.0)
+    assert all(not m.ternary_cache.filled for m in _linears(engine)), "refresh after step"
+    train_step(engine, _batches(job.model.vocab_size, 3))
     assert count_quantizations[0] == 2 * n_linear
 
 
 def test_uncached_quantizes_every_forward(dist_cpu, count_quantizations):
-    from bitcpm.training.optim import build_optimizer
     from bitcpm.training.steps import train_step
 
     job = _job("quant.cache=false")
-    model = _model(job)
-    optimizer = build_optimizer(model, job.model, job.optim, 1e-3)
-    train_step(model, optimizer, _batches(job.model.vocab_size, 3), clip_grad=1.0)
-    assert count_quantizations[0] == 3 * len(converter.ternary_modules(model))
+    engine = _engine(job)
+    train_step(engine, _batches(job.model.vocab_size, 3))
+    assert count_quantizations[0] == 3 * len(_linears(engine))
 
 
 def test_cached_training_is_bitwise_identical_to_uncached(dist_cpu):
-    from bitcpm.training.optim import build_optimizer
     from bitcpm.training.steps import evaluate, train_step
 
     job = _job()
-    cached = _model(job)
-    uncached = _model(job)  # same seed: the same initial weights
-    for m in converter.ternary_modules(uncached):
+    cached = _engine(job)
+    uncached = _engine(job)  # weights are seeded by name: the same initial weights
+    for m in _linears(uncached):
         m.quant_cache = False
     # The pre-cache quantizer, written out: W + stopgrad(W_q - W) recomputed on every call.
-    reference = _model(job)
-    for m in converter.ternary_modules(reference):
+    reference = _engine(job)
+    for m in _linears(reference):
         m.quant_cache = False
         m.ternary_weight = lambda w, g, m=m: (
             w + (converter.quantize_weight(w, m.quant_group_size, m.quant_eps, g) - w).detach()
         )
-    models = (cached, uncached, reference)
-    opts = [build_optimizer(m, job.model, job.optim, 1e-3) for m in models]
+    engines = (cached, uncached, reference)
     vocab = job.model.vocab_size
     for step in range(3):
-        results = [
-            train_step(m, o, _batches(vocab, 2 + step), clip_grad=1.0) for m, o in zip(models, opts, strict=True)
-        ]
+        results = [train_step(e, _batches(vocab, 2 + step)) for e in engines]
         assert results[0].loss == results[1].loss and results[0].grad_norm == results[1].grad_norm
         # The written-out STE rounds W_q twice: the same numbers up to float noise, not bit for bit.
         assert results[2].loss == pytest.approx(results[0].loss, rel=1e-5)
-    for a, b in zip(cached.state_dict().values(), uncached.state_dict().values(), strict=True):
+    states = [e.raw_chunks()[0].state_dict() for e in (cached, uncached)]
+    for a, b in zip(states[0].values(), states[1].values(), strict=True):
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b)
     assert evaluate(cached, _batches(vocab)) == evaluate(uncached, _batches(vocab))
@@ -151,12 +152,13 @@ def test_load_state_dict_invalidates_without_refresh(dist_cpu):
     from bitcpm.training.steps import evaluate
 
     job = _job()
-    model, other = _model(job), _model(job)
+    engine, other = _engine(job), _engine(job)
     with torch.no_grad():
-        for p in other.parameters():
+        for p in other.raw_chunks()[0].parameters():
             p.mul_(0.5)
     batches = _batches(job.model.vocab_size)
-    before = evaluate(model, batches)  # fills the caches
-    assert all(m.ternary_cache.filled for m in converter.ternary_modules(model))
-    model.load_state_dict(other.state_dict())
-    assert evaluate(model, batches) == evaluate(other, batches) != before
+    before = evaluate(engine, batches)  # fills the caches
+    assert all(m.ternary_cache.filled for m in _linears(engine))
+    # Into megatron's DDP parameter buffer: the copy bumps the buffer's (shared) version counter.
+    engine.raw_chunks()[0].load_state_dict(other.raw_chunks()[0].state_dict())
+    assert evaluate(engine, batches) == evaluate(other, batches) != before

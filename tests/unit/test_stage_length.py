@@ -11,6 +11,7 @@ from bitcpm.config.stage_length import stage_length
 from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.frontend.submission import plan_text
+from tests.support.finished_run import finished_run
 
 
 def _job(*overrides: str):
@@ -19,11 +20,7 @@ def _job(*overrides: str):
 
 def _source_run(tmp_path: Path, *overrides: str) -> Path:
     """A finished pretrain run as the front end and the worker leave it: config.yaml and a complete checkpoint."""
-    run = tmp_path / "pretrain"
-    (run / "checkpoints" / "step_00001000").mkdir(parents=True)
-    (run / "checkpoints" / "step_00001000" / "COMPLETE").write_text("")
-    (run / "config.yaml").write_text(job_to_yaml(_job("model=debug", *overrides)))
-    return run
+    return finished_run(tmp_path / "pretrain", ["model=debug", *overrides], step=1000)
 
 
 SOURCE = ["train.steps=1000", "optim.decay_fraction=0.1", "parallel.global_batch_size=8", "train.seq_length=256"]
@@ -59,11 +56,15 @@ def test_integer_tokens_round_up_to_whole_steps():
     assert "489 steps" in plan_text(job) and "(stage.tokens=1,000,000)" in plan_text(job)
 
 
-def test_a_source_that_does_not_exist_yet_keeps_train_steps(tmp_path: Path):
-    job = _job(*QAT, f"stage.init_from={tmp_path / 'later'}", "stage.rewarmup_steps=100000")  # not refused: unknown
-    length = stage_length(job)
-    assert not length.known and length.steps == job.train.steps
-    assert "read when it exists" in plan_text(job)
+def test_a_pipeline_stage_whose_source_has_not_run_yet_keeps_train_steps(tmp_path: Path):
+    from bitcpm.frontend.pipeline import plan_pipeline
+
+    overrides = ["experiment=debug_pipeline", f"train.output_root={tmp_path}"]
+    cmd = CommandLine(overrides=overrides)
+    qat = next(s for s in plan_pipeline(cmd, compose_job(cmd, overrides)) if s.name == "qat")
+    length = stage_length(qat.job)
+    assert not length.known and length.steps == qat.job.train.steps
+    assert "read when it exists" in plan_text(qat.job)
 
 
 @pytest.mark.parametrize("tokens", ["auto", "409600"])
@@ -76,9 +77,8 @@ def test_a_rewarmup_longer_than_the_derived_stage_is_refused(tmp_path: Path, tok
 
 
 def test_an_unreadable_source_config_is_one_line_naming_the_key(tmp_path: Path):
-    run = tmp_path / "broken"
-    run.mkdir()
-    (run / "config.yaml").write_text("train: {steps: 10}\n")  # no optim, no parallel
+    run = _source_run(tmp_path, *SOURCE)
+    (run / "config.yaml").write_text("train: {steps: 10}\n")  # a complete checkpoint, but no optim, no parallel
     with pytest.raises(ConfigError, match=r"^stage.tokens=auto: cannot read the source run's"):
         _job(*QAT, f"stage.init_from={run}")
 
@@ -93,11 +93,12 @@ def test_a_pipeline_checks_the_rewarmup_once_the_source_stage_has_run(tmp_path: 
     stages = plan_pipeline(cmd, compose_job(cmd, overrides))  # qat's source does not exist yet: not refused
     launched = []
 
-    def finish(job, stage_overrides):  # a finished stage leaves its resolved config in its run directory
+    def finish(job, stage_overrides):  # a finished stage leaves its config and a complete checkpoint
         launched.append(job.stage.name)
-        stage = next(s for s in stages if s.job is job)
-        stage.run_dir.mkdir(parents=True)
-        (stage.run_dir / "config.yaml").write_text(job_to_yaml(job))
+        run_dir = next(s for s in stages if s.job is job).run_dir
+        (run_dir / "checkpoints" / "step_00000040").mkdir(parents=True)
+        (run_dir / "checkpoints" / "step_00000040" / "COMPLETE").write_text("")
+        (run_dir / "config.yaml").write_text(job_to_yaml(job))
         return 0
 
     assert run_pipeline(stages, finish) == 2

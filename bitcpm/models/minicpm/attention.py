@@ -30,6 +30,8 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import divide
 
+from bitcpm.models.minicpm.norm import RMSNorm
+
 
 class SDPAttention(MegatronModule):
     """Drop-in core attention: megatron's DotProductAttention constructor and forward, computed by SDPA."""
@@ -99,14 +101,25 @@ class SDPAttention(MegatronModule):
 
 
 def sdpa_layer_spec() -> ModuleSpec:
-    """megatron's local GPT layer spec (RMSNorm) with SDPAttention as its core attention."""
+    """megatron's local GPT layer spec with SDPAttention as its core attention and bitcpm's RMSNorm.
+
+    The norm (bitcpm.models.minicpm.norm) runs under sequence parallelism, which megatron's torch norm refuses.
+    """
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     attention = spec.submodules.self_attention
     inner = dataclasses.replace(attention.submodules, core_attention=SDPAttention)
-    submodules = dataclasses.replace(spec.submodules, self_attention=dataclasses.replace(attention, submodules=inner))
+    submodules = dataclasses.replace(
+        spec.submodules,
+        input_layernorm=RMSNorm,
+        self_attention=dataclasses.replace(attention, submodules=inner),
+        pre_mlp_layernorm=RMSNorm,
+    )
     return dataclasses.replace(spec, submodules=submodules)
 
 
-def minicpm_layer_spec(device: str) -> ModuleSpec:
-    """The layer spec for hardware.device: flash attention through SDPA on CUDA, megatron's local spec elsewhere."""
-    return sdpa_layer_spec() if device == "cuda" else get_gpt_layer_local_spec(normalization="RMSNorm")
+def minicpm_layer_spec(device: str = "cpu") -> ModuleSpec:
+    """The layer spec of every backend: SDPA core attention (flash on CUDA; on CPU it beats megatron's local one).
+
+    `device` is kept for callers that name it; the spec no longer depends on it.
+    """
+    return sdpa_layer_spec()

@@ -13,9 +13,10 @@ from megatron.core.utils import init_method_normal
 from bitcpm.config.model import ModelConfig
 from bitcpm.models.minicpm.attention import minicpm_layer_spec
 from bitcpm.models.minicpm.mup import apply_mup
+from bitcpm.models.minicpm.norm import RMSNorm
 from bitcpm.models.minicpm.rope import apply_longrope
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def transformer_config(
@@ -26,6 +27,8 @@ def transformer_config(
     sequence_parallel: bool = False,
     recompute: str = "none",
     use_cpu_initialization: bool = True,
+    pp: int = 1,
+    virtual_pp: int = 1,
 ) -> TransformerConfig:
     """megatron TransformerConfig of a MiniCPM model: pre-norm RMSNorm, SwiGLU, GQA, no biases, no dropout."""
     hidden_std = cfg.init_std / math.sqrt(cfg.width_mult)
@@ -58,10 +61,13 @@ def transformer_config(
         init_method_std=hidden_std,
         embedding_init_method_std=cfg.init_std,
         tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        virtual_pipeline_model_parallel_size=virtual_pp if pp > 1 and virtual_pp > 1 else None,
         sequence_parallel=sequence_parallel,
         params_dtype=torch_dtype,
         pipeline_dtype=torch_dtype,
         bf16=torch_dtype == torch.bfloat16,
+        fp16=torch_dtype == torch.float16,
         use_cpu_initialization=use_cpu_initialization,
         **recompute_kwargs,
     )
@@ -77,28 +83,48 @@ def build_minicpm(
     recompute: str = "none",
     use_cpu_initialization: bool = True,
     device: str = "cpu",
+    pp: int = 1,
+    virtual_pp: int = 1,
+    vp_stage: int | None = None,
+    config: TransformerConfig | None = None,
 ) -> GPTModel:
-    """A MiniCPM GPTModel for this rank's tensor-parallel shard, muP hooks registered.
+    """A MiniCPM GPTModel for this rank's tensor-parallel shard and pipeline stage, muP hooks registered.
 
-    device selects the layer spec: flash attention through SDPA on CUDA, megatron's local spec elsewhere.
+    With pp > 1 the model holds only this stage's layers (vp_stage picks the virtual chunk); the embedding
+    lives on the first stage, the LM head on the last. `device` no longer changes the spec (SDPA everywhere).
     """
-    config = transformer_config(
-        cfg,
-        tp=tp,
-        dtype=dtype,
-        sequence_parallel=sequence_parallel,
-        recompute=recompute,
-        use_cpu_initialization=use_cpu_initialization,
-    )
+    from megatron.core import parallel_state
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+
+    if config is None:
+        config = transformer_config(
+            cfg,
+            tp=tp,
+            dtype=dtype,
+            sequence_parallel=sequence_parallel,
+            recompute=recompute,
+            use_cpu_initialization=use_cpu_initialization,
+            pp=pp,
+            virtual_pp=virtual_pp,
+        )
+    staged = config.pipeline_model_parallel_size > 1
+    pre = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage) if staged else True
+    post = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage) if staged else True
+    layers = get_num_layers_to_build(config, vp_stage=vp_stage) if staged else config.num_layers
+    # A block spec of our own: megatron's default final norm for a layer spec is its torch norm (no SP).
+    block = TransformerBlockSubmodules(layer_specs=[minicpm_layer_spec(device)] * layers, layer_norm=RMSNorm)
     model = GPTModel(
         config=config,
-        transformer_layer_spec=minicpm_layer_spec(device),
+        transformer_layer_spec=block,
         vocab_size=cfg.vocab_size,
         max_sequence_length=cfg.max_position_embeddings,
+        pre_process=pre,
+        post_process=post,
         share_embeddings_and_output_weights=cfg.tie_embeddings,
         position_embedding_type="rope",
         rotary_base=int(cfg.rope.theta),
         parallel_output=True,
+        vp_stage=vp_stage,
     )
     if cfg.rope.type == "longrope":
         apply_longrope(model.rotary_pos_emb, cfg.rope, seq_length)

@@ -40,13 +40,15 @@ def _scale_first_input(factor: float):
 
 
 def apply_mup(model: torch.nn.Module, cfg: ModelConfig) -> None:
-    """Register the three forward scalings on a megatron GPTModel."""
-    model.embedding.register_forward_hook(_scale_output(cfg.scale_emb))
+    """Register the three forward scalings on a megatron GPTModel (or one pipeline stage of it)."""
+    if getattr(model, "pre_process", True):
+        model.embedding.register_forward_hook(_scale_output(cfg.scale_emb))
     branch = _scale_output(residual_scale(cfg))
     for layer in model.decoder.layers:
         layer.self_attention.linear_proj.register_forward_hook(branch)
         layer.mlp.linear_fc2.register_forward_hook(branch)
-    model.output_layer.register_forward_pre_hook(_scale_first_input(1.0 / cfg.width_mult), with_kwargs=True)
+    if getattr(model, "post_process", True):
+        model.output_layer.register_forward_pre_hook(_scale_first_input(1.0 / cfg.width_mult), with_kwargs=True)
 
 
 def is_hidden_matrix(name: str, param: torch.nn.Parameter) -> bool:

@@ -1,0 +1,155 @@
+"""Every check that needs no torch, run on each job (and each multirun or pipeline member) before launch.
+
+Order: value ranges and choices of every key (bitcpm.config.ranges), the cross-group rules
+(bitcpm.config.validate), then what lies outside the config: optional packages the job needs, data
+inputs, the tokenizer and the checkpoints a stage starts from. Each failure is one ConfigError line
+naming the key. Hardware stacks (CUDA, torch_npu, MindSpeed) are checked where the job runs instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from bitcpm.config.ranges import check_ranges
+from bitcpm.config.root import JobConfig
+from bitcpm.config.validate import ConfigError, validate
+
+COMPLETE = "COMPLETE"  # the marker bitcpm.training.checkpoint writes last into a finished checkpoint
+# Keys that fix the shape of every weight: a checkpoint loads into the job only if they agree.
+MODEL_SHAPE_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_layers",
+    "num_attention_heads",
+    "num_kv_heads",
+    "head_dim",
+    "vocab_size",
+    "tie_embeddings",
+)
+
+
+def missing_extra(module: str, extra: str, needed_by: str) -> ConfigError | None:
+    """An error naming the pip extra to install when `module` cannot be imported."""
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return ConfigError(f"{needed_by} needs the {module} package: pip install 'bitcpm[{extra}]'")
+
+
+def check_extras(job: JobConfig) -> None:
+    """Optional packages the chosen launcher and tracking backend import are installed."""
+    lc = job.launcher
+    on_slurm = lc.name == "slurm" or (lc.name == "ascend" and lc.scheduler == "slurm")
+    needs = []
+    if on_slurm and not job.dry_run:
+        needs.append(
+            ("submitit", "slurm", f"launcher={lc.name}" + (" (scheduler=slurm)" if lc.name == "ascend" else ""))
+        )
+    if job.tracking.backend == "mlflow":
+        needs.append(("mlflow", "mlflow", "tracking=mlflow"))
+    for module, extra, needed_by in needs:
+        error = missing_extra(module, extra, needed_by)
+        if error is not None:
+            raise error
+
+
+def check_data_inputs(job: JobConfig) -> None:
+    """Every data source's input files exist (or are the built-in corpus)."""
+    for i, source in enumerate(job.data.sources):
+        for name in source.inputs:
+            if name != "builtin" and not Path(name).is_file():
+                raise ConfigError(f"data.sources[{i}].inputs: {name} not found (a jsonl file, .gz/.xz, or builtin)")
+
+
+def check_megatron_data(job: JobConfig) -> None:
+    """Existing Megatron-LM datasets (data.sources[i].megatron_prefix) are there, are megatron indexes and, where
+    scanned before, hold token ids that fit model.vocab_size (headers and the scan cache only: no torch)."""
+    from bitcpm.data.megatron_index import preflight_sources
+
+    try:
+        preflight_sources(job.data, job.model.vocab_size)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_tokenizer(job: JobConfig) -> None:
+    """The tokenizer loads and its ids fit the model's embedding rows."""
+    from bitcpm.data.tokenizer import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(job.data.tokenizer)
+    except (ValueError, OSError, ImportError) as exc:
+        raise ConfigError(f"data.tokenizer={job.data.tokenizer}: {_one_line(exc)}") from None
+    except Exception as exc:  # a corrupt tokenizer.json surfaces as the library's own exception type
+        raise ConfigError(f"data.tokenizer={job.data.tokenizer}: cannot be loaded ({_one_line(exc)})") from None
+    if tokenizer.vocab_size > job.model.vocab_size:
+        raise ConfigError(
+            f"data.tokenizer={job.data.tokenizer}: its {tokenizer.vocab_size} token ids do not fit "
+            f"model.vocab_size={job.model.vocab_size}"
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def complete_checkpoint(path: Path) -> Path | None:
+    """The checkpoint a path names: itself when marked complete, else a run directory's newest complete one."""
+    if (path / COMPLETE).is_file():
+        return path
+    root = path / "checkpoints"
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("step_*") if (p / COMPLETE).is_file() and p.name[5:].isdigit()]
+    return max(done, key=lambda p: int(p.name[5:]), default=None)
+
+
+def _stored_model(key: str, value: str, checkpoint: Path) -> dict:
+    config = checkpoint.parent.parent / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{key}={value}: {config} not found (is it a bitcpm run?)")
+    try:
+        stored = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
+    except Exception as exc:  # a truncated or hand-edited file: say which one
+        raise ConfigError(f"{key}={value}: cannot read {config} ({_one_line(exc)})") from None
+    model = stored.get("model") if isinstance(stored, dict) else None
+    if not isinstance(model, dict):
+        raise ConfigError(f"{key}={value}: {config} has no model section")
+    return model
+
+
+def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:
+    """init_from and teacher_from name complete checkpoints whose stored model fits this job."""
+    planned = {p.resolve() for p in planned_runs}
+    for key, value in (("stage.init_from", job.stage.init_from), ("stage.teacher_from", job.stage.teacher_from)):
+        if not value or Path(value).resolve() in planned:
+            continue  # unset, or an earlier pipeline stage will write it
+        path = Path(value)
+        if not path.exists():
+            raise ConfigError(f"{key}={value}: no such checkpoint or run directory")
+        checkpoint = complete_checkpoint(path)
+        if checkpoint is None:
+            raise ConfigError(f"{key}={value}: no complete checkpoint there (no {COMPLETE} marker)")
+        stored = _stored_model(key, value, checkpoint)
+        # The teacher may be any size; it only has to share the vocabulary with the student.
+        keys = MODEL_SHAPE_KEYS if key == "stage.init_from" else ("vocab_size",)
+        ours = OmegaConf.to_container(OmegaConf.structured(job.model))
+        for name in keys:
+            if stored.get(name) != ours.get(name):
+                raise ConfigError(
+                    f"{key}={value}: its model.{name}={stored.get(name)} differs from this job's "
+                    f"model.{name}={ours.get(name)}"
+                )
+
+
+def preflight(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:
+    """Run every pre-launch check; raise ConfigError (one line, naming the key) on the first failure."""
+    check_ranges(job)
+    validate(job)
+    check_extras(job)
+    check_data_inputs(job)
+    check_megatron_data(job)
+    check_tokenizer(job)
+    check_checkpoints(job, planned_runs)
