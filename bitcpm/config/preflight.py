@@ -149,7 +149,7 @@ def preflight(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> No
     check_ranges(job)
     validate(job)
     check_extras(job)
+    check_megatron_data(job)  # first: a source that names both inputs and a prefix is refused as such
     check_data_inputs(job)
-    check_megatron_data(job)
     check_tokenizer(job)
     check_checkpoints(job, planned_runs)
