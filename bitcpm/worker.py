@@ -9,8 +9,22 @@ complete), 2 bad configuration or input, 3 stopped on a NaN/inf after saving the
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
+
+# Marks a run directory whose training ended (bitcpm.frontend.members reads it: a study skips such runs).
+FINISHED_MARKER = "FINISHED"
+
+
+def mark_finished(run_dir: Path, step: int, metrics: dict[str, float]) -> None:
+    """Write RUN_DIR/FINISHED atomically, once per run (rank 0 only)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    tmp = run_dir / f".{FINISHED_MARKER}.tmp"
+    tmp.write_text(json.dumps({"step": step, **metrics}) + "\n")
+    tmp.replace(run_dir / FINISHED_MARKER)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as exc:
         print(f"bitcpm: error: {exc}", file=sys.stderr)
         return 3
-    return EXIT_PREEMPTED if result.status == "preempted" else 0
+    if result.status == "preempted":
+        return EXIT_PREEMPTED
+    mark_finished(config_path.parent, result.step, result.metrics)
+    return 0
 
 
 STACK_ERROR_FILE = "worker_error.txt"

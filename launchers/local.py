@@ -1,13 +1,26 @@
-"""Local launcher: world size 1 in this process; N ranks through torch.distributed's elastic launcher."""
+"""Local launcher: world size 1 in this process; N ranks through torch.distributed's elastic launcher.
+
+Several trials of a study (`run_trials`) run as worker subprocesses, up to `parallel` at once, each in a
+slot of its own: its share of the cores (OMP_NUM_THREADS) or its own GPUs (CUDA_VISIBLE_DEVICES). A trial
+is a list of requests run in order (a pipeline); one trial failing does not stop the others.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
+import queue
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from launchers.request import LaunchRequest
 
@@ -73,3 +86,122 @@ def describe(req: LaunchRequest) -> str:
     cmd = torchrun_command(req, req.master_port or 0)
     text = " ".join(cmd).replace("--master-port=0", "--master-port=<free port>")
     return f"{' '.join(f'{k}={v}' for k, v in sorted(req.env.items()))} {text}".strip()
+
+
+# --- parallel trials ----------------------------------------------------------------------------------
+
+
+def visible_gpus() -> list[str]:
+    """CUDA devices this process may use: CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+@dataclass(frozen=True)
+class TrialSlots:
+    """How many trials run at once and the environment of each slot."""
+
+    envs: list[dict[str, str]] = field(default_factory=list)
+    """One environment per slot: OMP_NUM_THREADS, and CUDA_VISIBLE_DEVICES for GPU trials."""
+
+    @property
+    def parallel(self) -> int:
+        """Trials at once."""
+        return len(self.envs)
+
+
+def trial_slots(parallel: int | None, threads: int | None, procs_per_trial: int, gpus: bool, trials: int) -> TrialSlots:
+    """Slots for `trials` trials of `procs_per_trial` ranks: given `parallel`, else what the machine allows.
+
+    CPU: cores // (threads x ranks) trials (1 thread a rank by default); GPU: one GPU a rank, so
+    gpus // ranks trials. Never more slots than trials.
+    """
+    cores = os.cpu_count() or 1
+    devices = visible_gpus() if gpus else []
+    if parallel is None:
+        parallel = len(devices) // procs_per_trial if devices else cores // ((threads or 1) * procs_per_trial)
+    parallel = max(1, min(parallel, trials))
+    per_rank = threads or max(1, cores // (parallel * procs_per_trial))
+    envs = []
+    for k in range(parallel):
+        env = {"OMP_NUM_THREADS": str(per_rank), "MKL_NUM_THREADS": str(per_rank)}
+        own = devices[k * procs_per_trial : (k + 1) * procs_per_trial]
+        if len(own) == procs_per_trial:  # fewer GPUs than slots x ranks: trials share what is visible
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(own)
+        envs.append(env)
+    return TrialSlots(envs)
+
+
+def trial_command(req: LaunchRequest) -> list[str]:
+    """The command of one trial's request: the worker itself, or torchrun for several ranks."""
+    if req.nodes != 1:
+        raise ValueError(f"launcher.nodes={req.nodes}: the local launcher runs on one node")
+    if req.world_size == 1:
+        return [sys.executable, "-m", req.worker_module, *req.worker_args]
+    return torchrun_command(req, req.master_port or free_port())
+
+
+def _run_request(req: LaunchRequest, slot_env: dict[str, str], to_terminal: bool) -> int:
+    env = {**os.environ, **slot_env, **req.env}
+    env.pop("HYDRA_FULL_ERROR", None)  # the front end's setting, not the worker's
+    req.launch_dir.mkdir(parents=True, exist_ok=True)
+    cmd = trial_command(req)
+    (req.launch_dir / "command.txt").write_text(" ".join(cmd) + "\n")
+    if to_terminal:
+        return subprocess.run(cmd, env=env, check=False).returncode
+    with open(req.launch_dir / "worker.log", "a") as log:
+        log.write(f"==> {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n")
+        log.flush()
+        return subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def trial_log(req: LaunchRequest) -> Path:
+    """Where a trial request's output goes when trials run in parallel."""
+    return req.launch_dir / "worker.log"
+
+
+def run_trials(
+    trials: list[list[LaunchRequest]],
+    slots: TrialSlots,
+    on_start: Callable[[int, dict[str, str]], None] | None = None,
+    on_end: Callable[[int, int], None] | None = None,
+) -> list[int]:
+    """Run every trial (its requests in order, stopping at the first failure); returns each trial's exit code.
+
+    With one slot the workers write to the terminal; with several, each to RUN_DIR/launch/worker.log.
+    """
+    free: queue.Queue[dict[str, str]] = queue.Queue()
+    for env in slots.envs:
+        free.put(env)
+    lock = threading.Lock()
+    to_terminal = slots.parallel == 1
+
+    def one(index: int) -> int:
+        env = free.get()
+        try:
+            if on_start is not None:
+                with lock:
+                    on_start(index, env)
+            code = 0
+            for req in trials[index]:
+                try:
+                    code = _run_request(req, env, to_terminal)
+                except OSError as exc:  # e.g. an unwritable run directory: this trial fails, the others go on
+                    print(f"bitcpm: cannot start {req.run_dir}: {exc}", file=sys.stderr, flush=True)
+                    code = 127
+                if code != 0:
+                    break
+        finally:
+            free.put(env)
+        if on_end is not None:
+            with lock:
+                on_end(index, code)
+        return code
+
+    with ThreadPoolExecutor(max_workers=slots.parallel) as pool:
+        return list(pool.map(one, range(len(trials))))

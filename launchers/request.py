@@ -42,6 +42,8 @@ class SlurmOptions:
     """Requeues after the warning signal before giving up."""
     wait: bool = True
     """Block until the job ends."""
+    array_parallelism: int | None = None
+    """Array members running at once (sbatch --array=0-N%K); None leaves the array unthrottled."""
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ def executor_parameters(req: LaunchRequest, dependencies: Iterable[str] = (), ki
         "gres": opt.gres,
         "cpus_per_task": opt.cpus_per_task,
         "mem": f"{opt.mem_gb}GB" if opt.mem_gb else None,
+        "array_parallelism": opt.array_parallelism,  # the %K of --array=0-N%K
     }
     params.update({k: v for k, v in optional.items() if v is not None})
     deps = list(dependencies)

@@ -41,6 +41,10 @@ class LauncherConfig:
     """Worker processes (ranks, = Slurm tasks) per node; None means tp x pp x cp, i.e. dp = 1."""
     master_port: int | None = None
     """Rendezvous port for world size > 1; None picks a free one (local) or derives one from the job id."""
+    max_parallel: int | None = None
+    """Trials of a multirun at once: local None = cores // (threads x ranks), or GPUs // ranks; Slurm: array %N."""
+    threads_per_trial: int | None = None
+    """local multirun: OMP threads of each trial rank; None = 1 to size max_parallel, else cores // trials."""
 
     # --- Slurm: launcher=slurm, and launcher=ascend with scheduler=slurm ---
     partition: str | None = None

@@ -61,6 +61,8 @@ class ModelConfig:
     """muP: each residual branch is scaled by scale_depth / sqrt(num_layers)."""
     init_std: float = 0.1
     """muP: base init std (2-D hidden matrices use init_std / sqrt(m))."""
+    parameterization: str = "mup"
+    """'mup' (MiniCPM's width rules) or 'sp' (standard: no width or muP multipliers; README wind tunnel)."""
     rope: RopeConfig = field(default_factory=RopeConfig)
     """Rotary embedding settings."""
 

@@ -122,10 +122,14 @@ def _stored_model(key: str, value: str, checkpoint: Path) -> dict:
 
 def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:
     """init_from and teacher_from name complete checkpoints whose stored model fits this job."""
+    from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint  # torch-free; models import config
+
     planned = {p.resolve() for p in planned_runs}
     for key, value in (("stage.init_from", job.stage.init_from), ("stage.teacher_from", job.stage.teacher_from)):
         if not value or Path(value).resolve() in planned:
             continue  # unset, or an earlier pipeline stage will write it
+        if key == "stage.init_from" and is_hf_checkpoint(value):
+            continue  # a Hugging Face directory: validate's check_hf_init_from reads its config and headers
         path = Path(value)
         if not path.exists():
             raise ConfigError(f"{key}={value}: no such checkpoint or run directory")

@@ -218,6 +218,8 @@ SPECS: dict[type, dict[str, Spec]] = {
         "nodes": AT_LEAST_1,
         "procs_per_node": AT_LEAST_1,
         "master_port": Range(1, 65535),
+        "max_parallel": AT_LEAST_1,
+        "threads_per_trial": AT_LEAST_1,
         "partition": Text("Slurm partition"),
         "account": Text("Slurm account"),
         "qos": Text("Slurm QOS"),
@@ -269,7 +271,7 @@ SPECS: dict[type, dict[str, Spec]] = {
     },
     BenchConfig: {"warmup_steps": NON_NEGATIVE, "timed_steps": AT_LEAST_1, "repeats": AT_LEAST_1},
     PipelineStageConfig: {"name": Text("stage label"), "overrides": Text("Hydra override")},
-    JobConfig: {"experiment_name": Text("recipe name")},
+    JobConfig: {"experiment_name": Text("recipe name"), "study": Text("study variable")},
 }
 
 

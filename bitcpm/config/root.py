@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -69,3 +70,5 @@ class JobConfig:
     """Print the plan and stop before building anything."""
     experiment_name: str | None = None
     """Name of a recipe from conf/experiment (set by the recipe itself)."""
+    study: dict[str, Any] = field(default_factory=dict)
+    """Free variables of a study (sweeps/): swept values that other keys interpolate, e.g. ${study.qat_fraction}."""

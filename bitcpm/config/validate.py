@@ -48,6 +48,7 @@ def check_choices(cfg: JobConfig) -> None:
         "hardware.device": (cfg.hardware.device, tuple(CAPABILITIES)),
         "parallel.recompute": (cfg.parallel.recompute, ("none", "selective", "full")),
         "model.rope.type": (cfg.model.rope.type, ("default", "longrope")),
+        "model.parameterization": (cfg.model.parameterization, ("mup", "sp")),
         "train.nan_policy": (cfg.train.nan_policy, ("skip", "stop")),
     }
     for key, (value, allowed) in choices.items():
@@ -278,8 +279,25 @@ def check_stage(cfg: JobConfig) -> None:
     if st.rewarmup_steps < 0:
         _fail(f"stage.rewarmup_steps={st.rewarmup_steps}: must be >= 0")
     tokens = parse_tokens(st.tokens)
+    check_hf_init_from(cfg, tokens)
     if tokens == "auto" and st.name == "pretrain":
         _fail("stage.tokens=auto only applies to stage=qat (2x the source run's decay tokens)")
+
+
+def check_hf_init_from(cfg: JobConfig, tokens: int | str | None) -> None:
+    """stage.init_from naming a Hugging Face checkpoint: it must fit the model (headers only, no torch)."""
+    from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
+
+    if not is_hf_checkpoint(cfg.stage.init_from):
+        return
+    from bitcpm.models.minicpm.hf_check import HFCheckError, check_hf_init
+
+    if tokens == "auto":
+        _fail("stage.tokens=auto needs a bitcpm run as stage.init_from (a Hugging Face checkpoint has no schedule)")
+    try:
+        check_hf_init(cfg.model, str(cfg.stage.init_from))
+    except HFCheckError as exc:
+        _fail(str(exc))
 
 
 def check_schedule(cfg: JobConfig) -> None:

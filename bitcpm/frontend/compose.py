@@ -1,8 +1,12 @@
-"""Hydra composition with one-line errors: used to validate every job before Hydra or a launcher runs."""
+"""Hydra composition of one job with one-line errors: the single compose + validate step of every job.
+
+Inside the running Hydra app (`python -m bitcpm.train`, single run or multirun) jobs are composed by the app's
+own config loader, so --config-path, --config-dir, --config-name and hydra.* overrides mean what they mean in
+Hydra; outside it (tests, tools) the shipped conf/ is composed through Hydra's Compose API.
+"""
 
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +28,10 @@ class CommandLine:
     multirun: bool = False
     hydra_only: bool = False
     """--cfg / --help / --info / --hydra-help / -p: Hydra answers, nothing is launched."""
+    hydra_app: bool = False
+    """Compose with the running Hydra app's config loader (its search path) instead of the Compose API."""
+    hydra_overrides: list[str] = field(default_factory=list)
+    """The command line's hydra.* overrides, applied again to every job composed in the app."""
 
 
 _FLAGS_WITH_VALUE = {
@@ -87,30 +95,21 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     return out
 
 
-def expand_sweeps(overrides: list[str]) -> list[list[str]]:
-    """Every job of a multirun (Hydra's sweep syntax: a=1,2 range() choice() glob())."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    axes = []
-    for ov in parsed:
-        if ov.is_sweep_override():
-            key = ov.get_key_element()
-            axes.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
-        else:
-            axes.append([ov.input_line])
-    return [list(combo) for combo in itertools.product(*axes)] if axes else [[]]
-
-
 def compose_config(cmd: CommandLine, overrides: list[str]) -> DictConfig:
     """Compose conf/train.yaml (plus user --config-dir search paths) with the overrides."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from bitcpm.config.store import register_schema
+    from bitcpm.frontend.plugins import expose_hydra_plugins
+    from bitcpm.frontend.sweeps import register_sweeps
     from bitcpm.presets import conf_dir
 
+    expose_hydra_plugins()
     register_schema()
+    register_sweeps()
+    if cmd.hydra_app and GlobalHydra.instance().is_initialized():
+        return _compose_in_app(cmd, overrides)
     extra = list(overrides)
     if cmd.config_dirs:
         paths = ",".join(f"file://{d}" for d in cmd.config_dirs)
@@ -118,6 +117,21 @@ def compose_config(cmd: CommandLine, overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         return compose(config_name=cmd.config_name, overrides=extra)
+
+
+def _compose_in_app(cmd: CommandLine, overrides: list[str]) -> DictConfig:
+    """What Hydra's own launchers do for each job: the app's loader, its hydra.* overrides, then the job's."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    loader = GlobalHydra.instance().config_loader()
+    cfg = loader.load_configuration(
+        config_name=cmd.config_name, overrides=[*cmd.hydra_overrides, *overrides], run_mode=RunMode.RUN
+    )
+    with open_dict(cfg):
+        del cfg["hydra"]  # the job sees its own config only, as a Hydra task function does
+    return cfg
 
 
 def compose_job(

@@ -64,6 +64,7 @@ def slurm_options(job: JobConfig, run_dir: Path) -> SlurmOptions:
         signal_delay_s=lc.signal_delay_s,
         max_restarts=lc.max_restarts,
         wait=lc.wait,
+        array_parallelism=lc.max_parallel,
     )
 
 

@@ -192,6 +192,13 @@ class MlflowTracker(Tracker):
 
     def _finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
+        uri = str(self.client.tracking_uri)
+        if uri.startswith(("http://", "https://")):
+            from bitcpm.tracking.links import training_view_url
+
+            # MLflow's own "View run" link opens the GenAI view; this one opens the run's charts.
+            experiment_id = self.client.get_run(self.run_id).info.experiment_id
+            print(f"bitcpm: MLflow charts: {training_view_url(uri, experiment_id, self.run_id)}", flush=True)
 
 
 def _resume(client: MlflowClient, run_id: str, experiment: str) -> MlflowTracker:

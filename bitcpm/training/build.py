@@ -21,7 +21,7 @@ from bitcpm.config.optim import OptimConfig
 from bitcpm.config.parallel import ParallelConfig, ParallelLayout, derive_layout
 from bitcpm.config.quant import QuantConfig
 from bitcpm.config.root import JobConfig
-from bitcpm.models.minicpm.mup import is_hidden_matrix
+from bitcpm.models.minicpm.mup import is_hidden_matrix, width_mult
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -101,7 +101,7 @@ def param_group_overrides(model_cfg: ModelConfig) -> dict:
     hidden = ParamWithNamePredicate(name="mup_hidden_matrix", fn=lambda param, name: is_hidden_matrix(name, param))
     vector = ParamPredicate(name="vector", fn=lambda param: param.dim() < 2)
     return {
-        ParamKey(with_name_predicate=hidden): {"lr_mult": 1.0 / model_cfg.width_mult},
+        ParamKey(with_name_predicate=hidden): {"lr_mult": 1.0 / width_mult(model_cfg)},  # 1 under sp
         ParamKey(predicate=vector): {"wd_mult": 0.0},
     }
 

@@ -199,15 +199,55 @@ def load_model_weights(ckpt_dir: Path, model_chunks: list[torch.nn.Module]) -> d
     return {k: v for k, v in state.items() if k != "model"}
 
 
+def _resharded_optimizer(ckpt_dir: Path, optimizer: Any, saved: int, tp: int, tp_rank: int) -> dict[str, Any]:
+    """The optimizer file of this tp rank rebuilt from a checkpoint written at tp=saved (pp=dp=1 both sides).
+
+    The inner AdamW state is indexed in param-group order, which does not depend on tp; megatron copies the
+    tensor-parallel attributes onto its fp32 main weights, so each moment is resharded like its weight.
+    """
+    from bitcpm.training.reshard import _partition, reshard_tensor
+
+    shards = [torch.load(ckpt_dir / _optimizer_file(r), map_location="cpu", weights_only=False) for r in range(saved)]
+    mains = _main_params(optimizer)
+    opts = [sh["optimizer"] for sh in shards]
+    main = [reshard_tensor([o["main"][i] for o in opts], _partition(p), tp, tp_rank) for i, p in enumerate(mains)]
+    inner = opts[0]["inner"]
+    state = {}
+    for index, per_param in inner["state"].items():
+        part = _partition(mains[index])
+        state[index] = {
+            k: reshard_tensor([o["inner"]["state"][index][k] for o in opts], part, tp, tp_rank)
+            if isinstance(v, torch.Tensor) and v.dim() > 0
+            else v
+            for k, v in per_param.items()
+        }
+    return {"optimizer": {"inner": {"state": state, "param_groups": inner["param_groups"]}, "main": main}}
+
+
 def load_checkpoint(ckpt_dir: Path, model_chunks: list[torch.nn.Module], optimizer: Any | None) -> dict[str, Any]:
-    """Model and optimizer state at the layout they were saved at (plus this rank's RNG); returns extra_state."""
+    """Model and optimizer state (plus this rank's RNG at the saved layout); returns extra_state.
+
+    Interim format: another tensor-parallel size is resharded at pp=1 and dp=1; other layout changes stop.
+    """
     import torch.distributed as dist
+    from megatron.core import parallel_state as ps
 
     extra = load_model_weights(ckpt_dir, model_chunks)
-    path = ckpt_dir / _optimizer_file(dist.get_rank())
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {ckpt_dir} was written at another parallel layout (no {path.name})")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    tp, tp_rank = ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank()
+    saved_tp_size = saved_tp(ckpt_dir)
+    same_layout = saved_tp_size == tp
+    if not same_layout:
+        if dist.get_world_size() != tp or len(list(ckpt_dir.glob("optim_rank*.pt"))) != saved_tp_size:
+            raise ValueError(
+                f"checkpoint {ckpt_dir}: written at tp={saved_tp_size} with pp or dp > 1; this checkpoint format "
+                "resumes at another tp only with pp=1 and dp=1"
+            )
+        saved = _resharded_optimizer(ckpt_dir, optimizer, saved_tp_size, tp, tp_rank) if optimizer is not None else {}
+    else:
+        path = ckpt_dir / _optimizer_file(dist.get_rank())
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint {ckpt_dir} was written at another parallel layout (no {path.name})")
+        saved = torch.load(path, map_location="cpu", weights_only=False)
     if optimizer is not None:
         mains = _main_params(optimizer)
         if len(mains) != len(saved["optimizer"]["main"]):
@@ -216,5 +256,6 @@ def load_checkpoint(ckpt_dir: Path, model_chunks: list[torch.nn.Module], optimiz
             for p, v in zip(mains, saved["optimizer"]["main"], strict=True):
                 p.copy_(v)
         optimizer.optimizer.load_state_dict(saved["optimizer"]["inner"])
-    torch.set_rng_state(saved["rng"])
+    if same_layout:
+        torch.set_rng_state(saved["rng"])
     return extra

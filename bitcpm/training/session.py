@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bitcpm.config.root import JobConfig
+from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
 from bitcpm.plan import flops_per_token
 from bitcpm.training import checkpoint as ckpt
 from bitcpm.training.distributed import DistInfo, barrier
@@ -86,6 +87,12 @@ class Session:
             return f"resumed from {latest} (step {self.step})"
         if partial:
             print(f"bitcpm: no complete checkpoint in {self.run_dir}: starting from step 0")
+        if is_hf_checkpoint(self.job.stage.init_from):
+            from bitcpm.models.minicpm.hf_checkpoint import load_hf_weights
+
+            self.fresh_init_val_loss = self.validate()
+            load_hf_weights([self.model], self.job.stage.init_from, self.job.model)
+            return f"initialised from Hugging Face checkpoint {self.job.stage.init_from}"
         source = initial_weights_from(self.job)
         if source is not None:
             # The loss of the freshly initialised model shows what the stage gains from its start.

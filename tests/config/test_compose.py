@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from bitcpm.config.validate import ConfigError
-from bitcpm.frontend.compose import CommandLine, compose_job, expand_sweeps, parse_command_line
+from bitcpm.frontend.compose import CommandLine, compose_job, parse_command_line
 from bitcpm.presets import conf_dir
 from tests.support.finished_run import finished_run
 
@@ -76,16 +75,6 @@ def test_user_config_dir_adds_presets(tmp_path) -> None:
     assert (job.model.name, job.model.num_layers, job.model.hidden_size) == ("mine", 2, 256)
 
 
-def test_multirun_expansion_validates_every_member() -> None:
-    combos = expand_sweeps(["optim.lr=1e-2,5e-3", "quant=none,ternary_g64"])
-    assert len(combos) == 4
-    assert ["optim.lr=0.01", "quant=ternary_g64"] in combos
-    bad = expand_sweeps(["parallel.tp=1,3"])
-    with pytest.raises(ConfigError, match="parallel.tp=3"):
-        for combo in bad:
-            compose_job(CommandLine(), combo)
-
-
 def test_plan_path_does_not_import_torch_or_megatron() -> None:
     code = (
         "import sys; from bitcpm.train import main; main(['model=8b', 'quant=none', 'dry_run=true']);"
@@ -95,19 +84,6 @@ def test_plan_path_does_not_import_torch_or_megatron() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
     assert "8.19B parameters" in out
-
-
-def test_every_sweep_study_expands_to_valid_jobs() -> None:
-    from bitcpm.frontend.sweeps import study_overrides
-    from bitcpm.presets import sweeps_dir
-
-    studies = sorted(p.stem for p in sweeps_dir().glob("*.yaml"))
-    assert studies
-    for name in studies:
-        combos = expand_sweeps(study_overrides(name))
-        assert len(combos) > 1
-        for combo in combos:
-            compose_job(CommandLine(), combo)
 
 
 def test_cfg_job_resolve_prints_the_resolved_config() -> None:

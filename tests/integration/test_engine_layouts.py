@@ -97,7 +97,7 @@ def test_layout_matches_single_rank_losses_and_validation(tmp_path: Path, single
 
 
 def test_data_parallel_defaults_to_the_distributed_optimizer(tmp_path: Path) -> None:
-    got = run_layout(tmp_path, 2, ["quant=none", "launcher.procs_per_node=2", "train.steps=1"])
+    got = run_layout(tmp_path, 2, ["quant=none", "launcher.procs_per_node=2", "train.steps=2", "optim.warmup_steps=1"])
     assert got["dp"] == 2 and got["distributed_optimizer"] is True
 
 

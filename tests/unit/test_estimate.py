@@ -182,4 +182,8 @@ def test_a_plan_that_does_not_fit_refuses_to_launch(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "exceeds hardware.memory_gb=80" in err[0] and "hardware.allow_memory_overflow" in err[0]
     assert not (tmp_path / "outputs").exists()  # nothing was written or launched
+    assert main(["-m", *args, "train.seed=1,2"]) == 2  # a study starts none of its members
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exceeds hardware.memory_gb=80" in err[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert launch_refusal(_job(*args, "hardware.allow_memory_overflow=true")) is None

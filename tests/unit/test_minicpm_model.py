@@ -122,13 +122,33 @@ def test_longrope_divides_inverse_frequencies(dist_cpu) -> None:
         "model.rope.type=longrope",
         f"model.rope.short_factor={factors}",
         f"model.rope.long_factor={[2 * f for f in factors]}",
-        "model.rope.original_max_position_embeddings=64",
     ]
     base = build_model(plain, seq_length=32).rotary_pos_emb.inv_freq
-    short = build_model(_model_cfg(*rope), seq_length=32).rotary_pos_emb.inv_freq
-    long = build_model(_model_cfg(*rope, "model.max_position_embeddings=1024"), seq_length=128).rotary_pos_emb.inv_freq
+    # As the remote code: the table is built for max_position_embeddings, so the window (not the sequence
+    # at hand) picks the factors.
+    within = [*rope, "model.max_position_embeddings=1024", "model.rope.original_max_position_embeddings=1024"]
+    beyond = [*rope, "model.max_position_embeddings=1024", "model.rope.original_max_position_embeddings=64"]
+    short = build_model(_model_cfg(*within), seq_length=32).rotary_pos_emb.inv_freq
+    long = build_model(_model_cfg(*beyond), seq_length=32).rotary_pos_emb.inv_freq
     torch.testing.assert_close(short, base / torch.tensor(factors))
     torch.testing.assert_close(long, base / torch.tensor([2 * f for f in factors]))
+
+
+def test_longrope_attention_factor_is_the_remote_codes(dist_cpu) -> None:
+    from bitcpm.models.minicpm.model import transformer_config
+
+    for original, expected in ((1024, 1.0), (64, 1.0 + math.log(1024 / 64) / math.log(64))):
+        cfg = _model_cfg(
+            "model.rope.type=longrope",
+            f"model.rope.short_factor={[1.0] * 32}",
+            f"model.rope.long_factor={[1.0] * 32}",
+            "model.max_position_embeddings=1024",
+            f"model.rope.original_max_position_embeddings={original}",
+        )
+        # cos and sin both carry sqrt(expected): every q.k logit carries `expected`.
+        scale = transformer_config(cfg).softmax_scale
+        assert scale == pytest.approx(expected / math.sqrt(cfg.kv_channels), rel=1e-12)
+    assert transformer_config(_model_cfg()).softmax_scale is None
 
 
 def test_8b_preset_carries_the_shipped_longrope_factors() -> None:

@@ -9,13 +9,13 @@ megatron's own CPU initialisation does.
 
 from __future__ import annotations
 
-import math
 import re
 import zlib
 
 import torch
 
 from bitcpm.config.model import ModelConfig
+from bitcpm.models.minicpm.mup import hidden_init_std, output_init_std
 
 _LAYER = re.compile(r"decoder\.layers\.(\d+)\.")
 
@@ -48,8 +48,11 @@ def _shard(full: torch.Tensor, param: torch.nn.Parameter, tp: int, rank: int) ->
 
 @torch.no_grad()
 def init_by_name(model: torch.nn.Module, cfg: ModelConfig, seed: int, tp: int, tp_rank: int) -> None:
-    """Re-draw every parameter: N(0, init_std) embeddings, N(0, init_std/sqrt(m)) matrices, ones for norms."""
-    hidden_std = cfg.init_std / math.sqrt(cfg.width_mult)
+    """Re-draw every parameter: N(0, init_std) embeddings, N(0, init_std/sqrt(m)) matrices, ones for norms.
+
+    An untied LM head gets output_init_std (init_std); under model.parameterization=sp m is 1 throughout.
+    """
+    hidden_std = hidden_init_std(cfg)
     names = global_names(model)
     for name, param in model.named_parameters():
         if param.dim() < 2:
@@ -60,6 +63,11 @@ def init_by_name(model: torch.nn.Module, cfg: ModelConfig, seed: int, tp: int, t
         if getattr(param, "tensor_model_parallel", False):
             shape[int(param.partition_dim)] *= tp
         gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(full_name.encode()))
-        std = cfg.init_std if "word_embeddings" in full_name else hidden_std
+        if "word_embeddings" in full_name:
+            std = cfg.init_std
+        elif full_name == "output_layer.weight":
+            std = output_init_std(cfg)
+        else:
+            std = hidden_std
         full = torch.empty(shape, dtype=torch.float32).normal_(0.0, std, generator=gen)
         param.copy_(_shard(full, param, tp, tp_rank))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from megatron.core.models.gpt import GPTModel
@@ -12,9 +10,9 @@ from megatron.core.utils import init_method_normal
 
 from bitcpm.config.model import ModelConfig
 from bitcpm.models.minicpm.attention import minicpm_layer_spec
-from bitcpm.models.minicpm.mup import apply_mup
+from bitcpm.models.minicpm.mup import apply_mup, hidden_init_std, output_init_std
 from bitcpm.models.minicpm.norm import RMSNorm
-from bitcpm.models.minicpm.rope import apply_longrope
+from bitcpm.models.minicpm.rope import apply_longrope, attention_softmax_scale
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -31,7 +29,7 @@ def transformer_config(
     virtual_pp: int = 1,
 ) -> TransformerConfig:
     """megatron TransformerConfig of a MiniCPM model: pre-norm RMSNorm, SwiGLU, GQA, no biases, no dropout."""
-    hidden_std = cfg.init_std / math.sqrt(cfg.width_mult)
+    hidden_std = hidden_init_std(cfg)
     torch_dtype = DTYPES[dtype]
     recompute_kwargs = {}
     if recompute != "none":
@@ -55,10 +53,13 @@ def transformer_config(
         attention_dropout=0.0,
         # muP init (MiniCPM paper Table 7): hidden matrices init_std/sqrt(m); MiniCPM scales residual
         # branches by scale_depth/sqrt(L) in the forward instead of Megatron's depth-scaled output init.
+        # megatron also gives an untied LM head init_method; build_minicpm rescales it (output_init_std).
         init_method=init_method_normal(hidden_std),
         output_layer_init_method=init_method_normal(hidden_std),
         embedding_init_method=init_method_normal(cfg.init_std),
         init_method_std=hidden_std,
+        # LongRoPE's cos/sin factor, as a softmax scale (None: megatron's 1/sqrt(d)).
+        softmax_scale=attention_softmax_scale(cfg.rope, cfg.max_position_embeddings, cfg.kv_channels),
         embedding_init_method_std=cfg.init_std,
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
@@ -127,6 +128,10 @@ def build_minicpm(
         vp_stage=vp_stage,
     )
     if cfg.rope.type == "longrope":
-        apply_longrope(model.rotary_pos_emb, cfg.rope, seq_length)
+        apply_longrope(model.rotary_pos_emb, cfg.rope, cfg.max_position_embeddings, seq_length)
+    if post and not cfg.tie_embeddings and model.output_layer.weight is not None:
+        # Rescaling megatron's draw keeps the head identical across tp sizes (no second random draw).
+        with torch.no_grad():
+            model.output_layer.weight.mul_(output_init_std(cfg) / hidden_init_std(cfg))
     apply_mup(model, cfg)
     return model

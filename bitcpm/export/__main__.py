@@ -1,0 +1,98 @@
+"""`python -m bitcpm.export {hf,packed,gguf} RUN_OR_CHECKPOINT OUT [options]`.
+
+Every export prints its progress and verifies what it wrote (re-read, shapes, a forward against bitcpm's).
+A bad argument is one line on stderr and exit status 2; a failed verification exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m bitcpm.export", description="export a trained bitcpm model")
+    sub = p.add_subparsers(dest="format", required=True)
+    hf = sub.add_parser("hf", help="Hugging Face config.json + safetensors + tokenizer (fake-quantized)")
+    hf.add_argument("source", help="run directory or checkpoint directory")
+    hf.add_argument("out", type=Path)
+    hf.add_argument("--layout", choices=["llama", "minicpm"], default="llama")
+    hf.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    packed = sub.add_parser("packed", help="trits packed 2-bit or 1.6-bit (5 per byte) + per-group scales")
+    packed.add_argument("source")
+    packed.add_argument("out", type=Path, help="output .safetensors file")
+    packed.add_argument("--bits", choices=["2", "1.6"], default="1.6")
+    packed.add_argument("--scale-dtype", choices=["bf16", "fp32"], default="bf16")
+    gguf = sub.add_parser("gguf", help="GGUF for llama.cpp: TQ2_0 projections, f16/f32 embeddings and head")
+    gguf.add_argument("source")
+    gguf.add_argument("out", type=Path, help="output .gguf file")
+    gguf.add_argument(
+        "--lossy", action="store_true", help="convert group sizes TQ2_0 cannot hold exactly, printing the error"
+    )
+    gguf.add_argument("--embed-type", choices=["f16", "f32"], default="f16", help="embedding and head precision")
+    overrides = sub.add_parser("overrides", help="print the model.* overrides that match a Hugging Face checkpoint")
+    overrides.add_argument("source", help="Hugging Face checkpoint directory (config.json)")
+    return p
+
+
+def _hf(args: argparse.Namespace, source) -> int:
+    from bitcpm.export.hf import verify_hf, write_hf
+
+    write_hf(source, args.out, args.layout, args.dtype)
+    check = verify_hf(args.out, source)
+    print(f"export hf: verified {args.out}: {check.line()}")
+    # bf16 rounds the scales: a few 1e-2 on the logits is expected; fp32 must match.
+    limit = 1e-3 if args.dtype == "fp32" else 0.5
+    return 0 if check.max_abs_diff < limit else 1
+
+
+def _packed(args: argparse.Namespace, source) -> int:
+    from bitcpm.export.packed import verify_packed, write_packed
+
+    report = write_packed(source, args.out, args.bits, args.scale_dtype)
+    print(f"export packed: {report}")
+    verify_packed(args.out, source)
+    dtype = args.scale_dtype
+    print(f"export packed: verified {args.out}: unpacking gives the fake-quantized {dtype} export bit for bit")
+    return 0
+
+
+def _gguf(args: argparse.Namespace, source) -> int:
+    from bitcpm.export.gguf_export import verify_gguf, write_gguf
+
+    write_gguf(source, args.out, lossy=args.lossy, embed_type=args.embed_type)
+    print(f"export gguf: verified {args.out}: {verify_gguf(args.out, source, args.lossy, args.embed_type)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m bitcpm.export` and `bitcpm-export`."""
+    args = parser().parse_args(argv)
+    if args.format == "overrides":
+        from bitcpm.models.minicpm.hf_checkpoint import read_config
+        from bitcpm.models.minicpm.hf_config import model_overrides
+
+        try:
+            print(" ".join(model_overrides(read_config(args.source))))
+        except (OSError, KeyError, ValueError) as exc:
+            print(f"bitcpm.export: error: {args.source}: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    from bitcpm.export.source import open_source
+
+    try:
+        source = open_source(args.source)
+        if args.format == "gguf":
+            from bitcpm.export.gguf_export import check_gguf_lossless
+
+            check_gguf_lossless(source.job, lossy=args.lossy)
+    except ValueError as exc:  # ConfigError is a ValueError
+        print(f"bitcpm.export: error: {exc}", file=sys.stderr)
+        return 2
+    return {"hf": _hf, "packed": _packed, "gguf": _gguf}[args.format](args, source)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""`python -m bitcpm.windtunnel {coordcheck,search,report,transfer} ...`."""
+
+import sys
+
+from bitcpm.windtunnel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""The lr x width acceptance run (not CI): does the best lr stay put across widths with muP and move with sp?
+
+    python -m bitcpm.windtunnel.acceptance              # the real one: about 30 minutes on 2 cores
+    python -m bitcpm.windtunnel.acceptance --smoke      # a minute-scale check that the pipeline works
+
+Two grid studies on the built-in corpus (real text), 3 widths spanning 8x in hidden size at a fixed
+depth and head size, 6 base learning rates 2x apart, once with model.parameterization=mup and once with
+sp; then the report of each, one side-by-side plot and the verdict, with its numbers, whatever it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FULL = {
+    "widths": "64,128,512",
+    "lrs": "2.5e-3,5e-3,1e-2,2e-2,4e-2,8e-2",
+    "fixed": [
+        "model=debug",
+        "quant=none",
+        "model.num_layers=2",
+        "train.seq_length=128",
+        "parallel.global_batch_size=8",
+        "parallel.micro_batch_size=8",
+        "train.steps=120",
+        "train.eval_interval=40",
+        "train.eval_batches=4",
+        "optim.warmup_steps=10",
+    ],
+}
+SMOKE = {
+    "widths": "64,128,512",
+    "lrs": "1e-2,4e-2",
+    "fixed": [
+        *FULL["fixed"][:3],
+        "train.seq_length=32",
+        "train.steps=4",
+        "train.eval_interval=2",
+        "optim.warmup_steps=1",
+    ],
+}
+
+
+def _windtunnel(*args: str) -> str:
+    cmd = [sys.executable, "-m", "bitcpm.windtunnel", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = proc.stdout[-3000:] + proc.stderr[-3000:]
+        sys.exit(f"acceptance: {' '.join(cmd[2:5])} failed (exit {proc.returncode}):\n{tail}")
+    return proc.stdout
+
+
+def best_lr_index(trials, lrs: list[float]) -> dict[int, int]:
+    """width -> grid index of its best lr."""
+    from bitcpm.windtunnel.report import best_by
+
+    best = best_by(trials, lambda t: t.width)
+    return {w: min(range(len(lrs)), key=lambda i: abs(lrs[i] - t.lr)) for w, t in sorted(best.items())}
+
+
+def verdict(idx: dict[str, dict[int, int]], lrs: list[float]) -> list[str]:
+    """Side-by-side best lr per width and what it shows (mup within one grid point, sp moving by >= 2)."""
+    widths = sorted(next(iter(idx.values())))
+    lines = [f"{'width':>6s} {'mup best lr':>12s} {'sp best lr':>12s}"]
+    for w in widths:
+        lines.append(f"{w:>6d} {lrs[idx['mup'][w]]:>12.3g} {lrs[idx['sp'][w]]:>12.3g}")
+    spread = {p: max(i.values()) - min(i.values()) for p, i in idx.items()}
+    mup_ok, sp_moves = spread["mup"] <= 1, spread["sp"] >= 2
+    lines.append(
+        f"mup: best lr spans {spread['mup']} grid point(s) across widths (expected <= 1): {'yes' if mup_ok else 'NO'}"
+    )
+    lines.append(
+        f"sp: best lr spans {spread['sp']} grid point(s) across widths (expected >= 2): {'yes' if sp_moves else 'NO'}"
+    )
+    if not (mup_ok and sp_moves):
+        lines.append("acceptance: this scale does not show muP transfer against sp as expected (numbers above).")
+    else:
+        lines.append("acceptance: muP keeps the optimal lr across widths; sp moves it.")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both studies, report them, print the verdict."""
+    p = argparse.ArgumentParser(prog="python -m bitcpm.windtunnel.acceptance", description=__doc__)
+    p.add_argument("--root", type=Path, default=Path("outputs/windtunnel/lr_width"), help="store, runs, reports")
+    p.add_argument("--smoke", action="store_true", help="2 lrs, 4 steps: checks the pipeline, shows nothing")
+    p.add_argument("--parallel", type=int, default=2, help="trials at once (1 thread each)")
+    a = p.parse_args(argv)
+    spec = SMOKE if a.smoke else FULL
+    root = a.root.resolve()
+    tracking = [f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "tracking.experiment=lr_width"]
+    common = [*spec["fixed"], *tracking, f"train.output_root={root / 'runs'}"]
+    lrs = [float(x) for x in spec["lrs"].split(",")]
+    start = time.time()
+    for par in ("mup", "sp"):
+        study = f"lr_width_{par}" + ("_smoke" if a.smoke else "")
+        t0 = time.time()
+        _windtunnel(
+            "search", study, "--sampler", "grid", "--no-prune", "--parallel", str(a.parallel), "--threads", "1",
+            "--param", f"optim.lr={spec['lrs']}", "--param", f"width={spec['widths']}",
+            *common, f"model.parameterization={par}",
+        )  # fmt: skip
+        print(f"acceptance: study {study}: {time.time() - t0:.0f} s", flush=True)
+        print(_windtunnel("report", study, "--out", str(root / "reports"), *tracking), flush=True)
+    print(f"acceptance: both studies in {(time.time() - start) / 60:.1f} min")
+    return _compare(root, tracking, lrs, "_smoke" if a.smoke else "")
+
+
+def _compare(root: Path, tracking: list[str], lrs: list[float], suffix: str) -> int:
+    from bitcpm.frontend.compose import CommandLine, compose_job
+    from bitcpm.windtunnel.report import plot_transfer
+    from bitcpm.windtunnel.report_run import study_trials
+    from bitcpm.windtunnel.tracking import client_for, store_uri
+
+    job = compose_job(CommandLine(), tracking, check_rules=False)
+    client = client_for(store_uri(job.tracking))
+    trials = {par: study_trials(client, "lr_width", f"lr_width_{par}{suffix}")[1] for par in ("mup", "sp")}
+    png = plot_transfer([*trials["mup"], *trials["sp"]], "muP vs sp: loss against lr per width", root / "mup_vs_sp.png")
+    for line in verdict({par: best_lr_index(t, lrs) for par, t in trials.items()}, lrs):
+        print(line)
+    print(f"acceptance: side-by-side plot {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

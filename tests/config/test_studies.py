@@ -1,0 +1,143 @@
+"""Studies are Hydra multiruns: every member is composed, validated and planned before the first starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from bitcpm.frontend.compose import CommandLine, compose_job
+from bitcpm.frontend.members import plan_members
+from bitcpm.frontend.sweeps import study_names
+from bitcpm.presets import sweeps_dir
+
+SHIPPED = ["batch_size", "group_size", "init_scales", "lr_width", "qat_fraction", "qat_lr"]
+
+
+def _train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "bitcpm.train", *args, f"train.output_root={cwd}/out"]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _members(name: str) -> list[list[str]]:
+    """The study's batch as Hydra's BasicSweeper builds it: the cartesian product of its sweeper params."""
+    import itertools
+
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.load(sweeps_dir() / f"{name}.yaml").hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed]
+    return [[f"sweep={name}", *combo] for combo in itertools.product(*axes)]
+
+
+def test_the_shipped_studies_are_the_issue_s_list() -> None:
+    assert study_names() == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_member_of_every_shipped_study_composes_and_validates(name: str) -> None:
+    batch = _members(name)
+    assert len(batch) > 1
+    members = plan_members(CommandLine(), batch)  # raises on the first bad member
+    dirs = {m.last_run_dir for m in members}
+    assert len(dirs) == len(members), "every trial trains something different"
+    for m in members:
+        for stage in m.stages:  # a wind-tunnel trial stays short enough for a CPU
+            job = stage.job
+            assert job.train.steps * job.parallel.global_batch_size * job.train.seq_length <= 250_000
+
+
+def test_lr_width_derives_the_shape_from_the_width() -> None:
+    job = compose_job(CommandLine(), ["sweep=lr_width", "model.hidden_size=512"])
+    assert (job.model.intermediate_size, job.model.num_attention_heads, job.quant.method) == (1536, 16, "none")
+
+
+def test_qat_studies_share_one_full_precision_stage() -> None:
+    members = plan_members(CommandLine(), _members("qat_lr"))
+    assert len({m.stages[0].run_dir for m in members}) == 1
+    assert len({m.stages[1].run_dir for m in members}) == 3
+    assert [m.stages[1].job.stage.lr for m in members] == [5e-3, 1e-2, 1.5e-2]
+
+
+def test_qat_fraction_splits_the_budget() -> None:
+    members = plan_members(CommandLine(), _members("qat_fraction"))
+    steps = [(m.stages[0].job.train.steps, m.stages[1].job.train.steps) for m in members]
+    assert steps == [(96, 24), (72, 48), (48, 72), (24, 96)]
+
+
+def test_recipe_members_plan_as_three_stage_pipelines(tmp_path: Path) -> None:
+    proc = _train(["-m", "experiment=debug_pipeline", "optim.lr=1e-2,5e-3", "dry_run=true"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for member in (1, 2):
+        for stage, name in enumerate(("pretrain", "qat", "distill"), 1):
+            assert f"study member {member}/2, stage {stage}/3 '{name}'" in proc.stdout
+    assert "2 member(s), 6 job(s) planned; dry run, nothing started" in proc.stdout
+    assert not any((tmp_path / "out").glob("debug-*")), "a dry run writes no run directory"
+
+
+def test_a_bad_third_member_stops_the_study_before_anything_starts(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    args = ["-m", "optim.lr=1e-2,5e-3,-1", "train.steps=20", f"tracking.uri=sqlite:///{db}"]
+    proc = _train(args, tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bitcpm: error: study member 3/3 (optim.lr=-1): optim.lr=-1"), lines
+    assert "started" not in proc.stdout
+    assert not (tmp_path / "out").exists() and not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["-m", "model=debug,nope", "dry_run=true"], "model=nope: no such option in conf/model/"),
+        (["-m", "optim.lr=1e-2,5e-3", "optim.lrr=1", "dry_run=true"], "optim.lrr: unknown key"),
+        (["-m", "parallel.tp=1,3", "dry_run=true"], "study member 2/2 (parallel.tp=3"),
+        (["-m", "sweep=no_such_study"], "sweep=no_such_study: no such option"),
+    ],
+)
+def test_study_errors_are_one_line_with_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = _train(args, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bitcpm: error: ") and needle in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_hydra_sweeper_params_on_the_command_line(tmp_path: Path) -> None:
+    proc = _train(["-m", '+hydra.sweeper.params={optim.lr: "1e-2,5e-3,2.5e-3"}', "dry_run=true"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 member(s), 3 job(s) planned" in proc.stdout
+    # On top of a study's own search space: the product of both.
+    both = _train(["-m", "sweep=qat_lr", '+hydra.sweeper.params={train.seed: "1,2"}', "dry_run=true"], tmp_path)
+    assert both.returncode == 0, both.stderr
+    assert "6 member(s), 12 job(s) planned" in both.stdout
+
+
+def test_hydra_flags_keep_their_meaning(tmp_path: Path) -> None:
+    version = _train(["--version"], tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("Hydra ")
+    mine = tmp_path / "mine"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "tiny.yaml").write_text("defaults:\n  - debug\n  - _self_\nname: tiny\nnum_layers: 2\n")
+    cfg = _train(["--config-dir", str(mine), "--cfg", "job", "--resolve", "model=tiny"], tmp_path)
+    assert cfg.returncode == 0, cfg.stderr
+    assert "name: tiny" in cfg.stdout and "num_layers: 2" in cfg.stdout
+    study = _train(["-m", "--config-dir", str(mine), "model=tiny,debug", "dry_run=true"], tmp_path)
+    assert study.returncode == 0, study.stderr
+    assert "L=2 " in study.stdout and "L=4 " in study.stdout
+    elsewhere = _train(
+        ["--config-path", str(Path(__file__).parents[2] / "conf"), "model=8b", "quant=none", "dry_run=true"], tmp_path
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "8.19B parameters" in elsewhere.stdout
+
+
+def test_the_study_lister_names_every_study() -> None:
+    out = subprocess.run([sys.executable, "-m", "bitcpm.frontend.sweeps"], capture_output=True, text=True, check=True)
+    for name in SHIPPED:
+        assert name in out.stdout
+    assert "python -m bitcpm.train -m sweep=NAME" in out.stdout

@@ -1,0 +1,136 @@
+"""The Optuna driver: a killed study resumes without re-running finished trials; a 2 x 2 grid study
+against a real MLflow server is one parent run with four children, and report / transfer read it back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+TINY = [
+    "quant=none",
+    "model.num_layers=2",
+    "train.seq_length=32",
+    "train.steps=8",
+    "train.eval_interval=2",
+    "train.eval_batches=1",
+    "optim.warmup_steps=1",
+]
+
+
+def windtunnel(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "bitcpm.windtunnel", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kw)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 900) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+def study_trials(storage: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path: Path, data_cache: Path) -> None:
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ["search", "resume", "--sampler", "grid", "--param", "optim.lr=5e-3,1e-2,2e-2", "--no-prune"]
+    args += ["--storage", storage, *TINY, "tracking=none", f"train.output_root={tmp_path}/out"]
+    args += [f"data.cache_dir={data_cache}"]
+    first = windtunnel(args, tmp_path, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill it once one trial is complete and the next one is training
+        time.sleep(1)
+        if first.poll() is not None:
+            pytest.fail("the driver ended before it could be killed:\n" + first.stdout.read())
+        if (tmp_path / "optuna.db").exists():
+            states = [t.state for t in study_trials(storage, "resume")]
+            if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
+                break
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and its trial, as a lost terminal would
+    first.wait()
+    before = study_trials(storage, "resume")
+    complete = {t.number: t for t in before if t.state == TrialState.COMPLETE}
+    assert complete and len(complete) < 3
+    run_dirs = sorted((tmp_path / "out").iterdir())
+    metrics_before = {d: (d / "metrics.jsonl").read_text() for d in run_dirs if (d / "metrics.jsonl").exists()}
+
+    out = finish(windtunnel(args, tmp_path))
+    assert f"{len(complete)} of 3 trials already finished" in out, out
+    assert f"launched {3 - len(complete)} trial(s) this time; 3 complete in the study" in out, out
+    after = study_trials(storage, "resume")
+    done = [t for t in after if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["optim.lr"] for t in done) == [5e-3, 1e-2, 2e-2]
+    # The finished trials were not trained again: their metrics files are byte-identical.
+    finished_lrs = {t.params["optim.lr"] for t in complete.values()}
+    for t in done:
+        if t.params["optim.lr"] in finished_lrs:
+            assert t.number in complete
+    changed = [d for d, text in metrics_before.items() if (d / "metrics.jsonl").read_text() != text]
+    assert len(changed) <= 1  # only the trial that was interrupted went on
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_grid_study_on_a_real_mlflow_server_then_report_and_transfer(tmp_path: Path, data_cache: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from bitcpm.frontend.compose import CommandLine, compose_job
+    from tests.support.mlflow_server import start_local_server
+
+    with start_local_server(f"sqlite:///{tmp_path / 'server.db'}") as server:
+        common = [f"tracking.uri={server.uri}", "tracking.experiment=wt"]
+        args = ["search", "grid2x2", "--sampler", "grid", "--parallel", "2", "--no-prune"]
+        args += ["--param", "optim.lr=1e-2,3e-2", "--param", "width=64,128", *TINY, *common]
+        args += [f"train.output_root={tmp_path}/out", f"data.cache_dir={data_cache}"]
+        out = finish(windtunnel(args, tmp_path))
+        assert "4 complete in the study" in out, out
+
+        client = MlflowClient(tracking_uri=server.uri)
+        exp = client.get_experiment_by_name("wt")
+        runs = client.search_runs([exp.experiment_id])
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 1 and parents[0].data.tags["bitcpm.study"] == "grid2x2"
+        kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        assert len(kids) == 4
+        assert {(r.data.params["optim.lr"], r.data.params["model.hidden_size"]) for r in kids} == {
+            ("0.01", "64"),
+            ("0.01", "128"),
+            ("0.03", "64"),
+            ("0.03", "128"),
+        }
+
+        report = finish(windtunnel(["report", "grid2x2", "--out", str(tmp_path / "rep"), *common], tmp_path))
+        assert "| mup | 64 |" in report and "| mup | 128 |" in report, report
+        artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+        assert artifacts == {"report/grid2x2_lr_width.png", "report/grid2x2_report.md"}
+        best = min(kids, key=lambda r: r.data.metrics["final_val_loss"])
+        best_lr = float(best.data.params["optim.lr"])
+        width_row = next(
+            line
+            for line in report.splitlines()
+            if line.startswith(f"| mup | {best.data.params['model.hidden_size']} |")
+        )
+        assert f"| {best_lr:.3g} |" in width_row
+
+        conf = tmp_path / "myconf"
+        transfer = ["transfer", "grid2x2", "--target", "8b", "--name", "from_tunnel", "--config-dir", str(conf)]
+        out = finish(windtunnel([*transfer, *common], tmp_path))
+        assert (conf / "experiment" / "from_tunnel.yaml").exists(), out
+        job = compose_job(CommandLine(config_dirs=[str(conf)]), ["experiment=from_tunnel"])
+        assert job.model.name == "8b" and job.optim.lr == pytest.approx(best_lr)
+        assert job.model.dim_model_base == 128  # the tunnel's base width, so hidden lr = lr / (4096 / 128)
+        assert "model.dim_model_base" in out and "(changed)" in out
+        again = finish(windtunnel([*transfer, *common], tmp_path))
+        assert "exists (pass --force to overwrite)" in again
