@@ -70,18 +70,10 @@ def build_single_rank(job: JobConfig, quantized: bool = True) -> torch.nn.Module
 
 
 def _load_weights(ckpt_dir: Path, model: torch.nn.Module) -> str | None:
-    """Today's checkpoint format: one torch.save shard per tp rank, merged to tp=1; returns the MLflow run id."""
+    """The weights of a checkpoint (torch_dist, any layout) into the tp=1 model; returns the MLflow run id."""
     from bitcpm.training import checkpoint as ckpt
-    from bitcpm.training.reshard import reshard_model_state
 
-    saved = ckpt.saved_tp(ckpt_dir)
-    full = [ckpt.read_shard(ckpt_dir, r) for r in range(saved)]
-    shards = [shard["model"] for shard in full]
-    state = shards[0] if saved == 1 else reshard_model_state(model, shards, 1, 0)
-    own = model.state_dict()
-    state = {k: (v.to(own[k].dtype) if isinstance(v, torch.Tensor) and k in own else v) for k, v in state.items()}
-    model.load_state_dict(state)
-    return full[0].get("mlflow_run_id")
+    return ckpt.load_model_weights(ckpt_dir, [model]).get("mlflow_run_id")
 
 
 def open_source(path: str | Path) -> Source:
