@@ -41,3 +41,12 @@ def trained_pair(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> 
     proc = run_train(qat_args, cwd, data_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return TrainedPair(pretrain=pretrain, qat=_single_new_dir(cwd / "out", {pretrain}), tracking_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def released_parallel_state():
+    """For modules that open a run in-process (export.source sets up tp=1 megatron state): torn down after."""
+    yield
+    from bitcpm.training.distributed import shutdown_distributed
+
+    shutdown_distributed()

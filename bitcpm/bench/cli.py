@@ -94,7 +94,7 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
         )
         q = job.quant
         kernel = resolve_kernel(q.kernel, info.device.type)
-        label = f"qat (ternary g{q.group_size}, {kernel}{', cached' if q.cache else ''})"
+        label = f"qat ({q.label}, {kernel}{', cached' if q.cache else ''})"
         result = summarize(
             measurements,
             workload,
@@ -117,6 +117,9 @@ def _notes(job: JobConfig) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bitcpm.bench`."""
+    from bitcpm.frontend.quiet import hide_known_warnings
+
+    hide_known_warnings()
     args = sys.argv[1:] if argv is None else argv
     cmd = parse_command_line(args)
     if cmd.multirun or cmd.hydra_only:

@@ -142,6 +142,7 @@ SPECS: dict[type, dict[str, Spec]] = {
         "dim_model_base": AT_LEAST_1,
         "scale_depth": POSITIVE,
         "init_std": POSITIVE,
+        "parameterization": OneOf(("mup", "sp")),
     },
     RopeConfig: {
         "type": OneOf(("default", "longrope")),

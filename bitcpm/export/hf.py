@@ -29,11 +29,16 @@ class Verification:
     max_abs_diff: float
     greedy_equal: bool
     tokens: int
+    max_abs_logit: float = 0.0
+    """Largest |logit| of bitcpm's forward (the scale a bf16 export's rounding error is judged against)."""
 
     def line(self) -> str:
         """One-line summary."""
         same = "identical" if self.greedy_equal else "DIFFERENT"
-        return f"max |logit diff| {self.max_abs_diff:.2e} over {self.tokens} tokens, greedy continuation {same}"
+        return (
+            f"max |logit diff| {self.max_abs_diff:.2e} (max |logit| {self.max_abs_logit:.2f}) over {self.tokens} "
+            f"tokens, greedy continuation {same}"
+        )
 
 
 def probe_tokens(vocab_size: int, length: int = 12) -> torch.Tensor:
@@ -108,4 +113,5 @@ def verify_hf(out: Path, source: Source, steps: int = 8) -> Verification:
     theirs, ours = run(prompt), megatron_logits(source.model, prompt)
     diff = float((theirs - ours).abs().max())
     same = greedy(run, prompt, steps) == greedy(lambda t: megatron_logits(source.model, t), prompt, steps)
-    return Verification(max_abs_diff=diff, greedy_equal=same, tokens=prompt.shape[1])
+    scale = float(ours.abs().max())
+    return Verification(max_abs_diff=diff, greedy_equal=same, tokens=prompt.shape[1], max_abs_logit=scale)

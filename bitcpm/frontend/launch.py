@@ -74,7 +74,10 @@ def run_recipe(member: Member, study_parent: str | None = None) -> int:
     stages = member.stages
     pipeline_run = open_pipeline_run(member, study_parent)
     if all(on_slurm(stage.job) for stage in stages):
-        return _submit_chain(member)  # Slurm holds each stage until the previous one succeeded (afterok)
+        code = _submit_chain(member)  # Slurm holds each stage until the previous one succeeded (afterok)
+        if code != 0 or all(s.job.launcher.wait for s in stages):  # else the chain is still running
+            close_pipeline_run(member, pipeline_run, failed=code != 0)
+        return code
     code = run_pipeline(stages, launch_job)
     if code == 0:
         print_summary(stages)

@@ -35,6 +35,5 @@ def config_hash(job: JobConfig) -> str:
 
 def run_dir_for(job: JobConfig) -> Path:
     """outputs/<model>-<stage>-<quant>-<hash>: readable, and identical for identical math."""
-    quant = "bf16" if not job.quant.enabled else f"t{job.quant.group_size}"
-    name = f"{job.model.name}-{job.stage.name}-{quant}-{config_hash(job)}"
+    name = f"{job.model.name}-{job.stage.name}-{job.quant.label}-{config_hash(job)}"
     return Path(job.train.output_root) / name

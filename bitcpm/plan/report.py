@@ -12,7 +12,7 @@ def format_plan(cfg: JobConfig, plan: Plan, launch_lines: list[str] = (), max_ra
     """Render the plan as the text shown before a launch (or instead of it, with dry_run); launch_lines last."""
     m, c, p = cfg.model, plan.params, cfg.parallel
     tie = "tied embedding" if m.tie_embeddings else "untied LM head"
-    quant = "none" if not cfg.quant.enabled else f"{cfg.quant.method} g={cfg.quant.group_size}"
+    quant = cfg.quant.label
     lines = [
         f"model      {m.name}: {human(c.total)} parameters ({tie}), {human(c.non_embedding)} non-embedding",
         f"           L={m.num_layers} h={m.hidden_size} ffn={m.intermediate_size} heads={m.num_attention_heads}"

@@ -91,7 +91,8 @@ class Session:
             from bitcpm.models.minicpm.hf_checkpoint import load_hf_weights
 
             self.fresh_init_val_loss = self.validate()
-            load_hf_weights([self.model], self.job.stage.init_from, self.job.model)
+            load_hf_weights(self.engine.raw_chunks(), self.job.stage.init_from, self.job.model)
+            self._weights_changed()
             return f"initialised from Hugging Face checkpoint {self.job.stage.init_from}"
         source = initial_weights_from(self.job)
         if source is not None:

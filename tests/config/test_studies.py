@@ -14,7 +14,7 @@ from bitcpm.frontend.members import plan_members
 from bitcpm.frontend.sweeps import study_names
 from bitcpm.presets import sweeps_dir
 
-SHIPPED = ["batch_size", "group_size", "init_scales", "lr_width", "qat_fraction", "qat_lr"]
+SHIPPED = ["batch_size", "group_size", "init_scales", "lr_width", "lr_width_sp", "qat_fraction", "qat_lr"]
 
 
 def _train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -54,6 +54,9 @@ def test_every_member_of_every_shipped_study_composes_and_validates(name: str) -
 def test_lr_width_derives_the_shape_from_the_width() -> None:
     job = compose_job(CommandLine(), ["sweep=lr_width", "model.hidden_size=512"])
     assert (job.model.intermediate_size, job.model.num_attention_heads, job.quant.method) == (1536, 16, "none")
+    sp = compose_job(CommandLine(), ["sweep=lr_width_sp", "model.hidden_size=512"])
+    assert (sp.model.parameterization, sp.model.intermediate_size) == ("sp", 1536)
+    assert job.model.parameterization == "mup"
 
 
 def test_qat_studies_share_one_full_precision_stage() -> None:

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.trained_runs import TrainedPair, trained_pair  # noqa: F401 - the fixture
+from tests.trained_runs import TrainedPair, released_parallel_state, trained_pair  # noqa: F401 - fixtures
 
 WORDS = ["river", "mountain", "city", "forest", "king", "music", "history", "water"]
+
+pytestmark = pytest.mark.usefixtures("released_parallel_state")
 
 
 def write_task(directory: Path, name: str = "tiny_mc") -> list[dict]:

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from tests.conftest import run_train
-from tests.trained_runs import COMMON, TrainedPair, trained_pair  # noqa: F401 - the fixture
+from tests.trained_runs import COMMON, TrainedPair, released_parallel_state, trained_pair  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.usefixtures("released_parallel_state")
 
 
 def _export(*args: str) -> subprocess.CompletedProcess:

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.trained_runs import TrainedPair, trained_pair  # noqa: F401 - the fixture
+from tests.trained_runs import TrainedPair, released_parallel_state, trained_pair  # noqa: F401 - fixtures
 
 PROMPT = "The history of the city begins with"
+
+pytestmark = pytest.mark.usefixtures("released_parallel_state")
 
 
 def _export(source: Path, out: Path, *args: str) -> subprocess.CompletedProcess:

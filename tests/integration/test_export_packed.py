@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.trained_runs import TrainedPair, trained_pair  # noqa: F401 - the fixture
+from tests.trained_runs import TrainedPair, released_parallel_state, trained_pair  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.usefixtures("released_parallel_state")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -28,15 +28,19 @@ def _overrides(ckpt: Path) -> list[str]:
 def _import_logits(tmp_path: Path, ckpt: Path, tokens: torch.Tensor, tp: int) -> torch.Tensor:
     torch.save(tokens, tmp_path / "tokens.pt")
     out = tmp_path / f"logits_tp{tp}.pt"
+    _run_worker(tmp_path, ckpt, out, tp, [f"parallel.tp={tp}"])
+    return torch.load(out)
+
+
+def _run_worker(tmp_path: Path, ckpt: Path, out: Path, procs: int, extra: list[str]) -> None:
     from launchers.local import free_port
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={tp}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={procs}"]
     cmd += ["--master-addr=127.0.0.1", f"--master-port={free_port()}", str(WORKER)]
-    args = [str(out), str(tmp_path / "tokens.pt"), *_overrides(ckpt), f"parallel.tp={tp}", "train.seq_length=64"]
+    args = [str(out), str(tmp_path / "tokens.pt"), *_overrides(ckpt), *extra, "train.seq_length=64"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return torch.load(out)
 
 
 @pytest.mark.integration
@@ -49,6 +53,38 @@ def test_import_matches_plain_torch_forward(tmp_path: Path, tp: int, window: int
     want = reference_logits(ckpt, tokens)
     assert got.shape == want.shape
     assert (got - want).abs().max().item() < 1e-4
+
+
+@pytest.mark.integration
+def test_pipeline_stages_read_their_own_layers(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    ckpt = write_minicpm_checkpoint(tmp_path / "hf", num_hidden_layers=4)
+    torch.save(torch.zeros(1, 1, dtype=torch.long), tmp_path / "tokens.pt")
+    out = tmp_path / "params_pp.pt"
+    _run_worker(
+        tmp_path, ckpt, out, 2, ["parallel.pp=2", "parallel.micro_batch_size=1", "parallel.global_batch_size=2"]
+    )
+    hf = load_file(str(ckpt / "model.safetensors"))
+    stages = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    layers = [{int(k.split(":")[0]) for k in stage if ":" in k} for stage in stages]
+    assert layers == [{0, 1}, {2, 3}]
+    for stage in stages:
+        for key, value in stage.items():
+            if ":" not in key:
+                continue
+            layer, rest = key.split(":")
+            hf_name = {
+                "input_layernorm.weight": "input_layernorm.weight",
+                "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
+                "mlp.linear_fc2.weight": "mlp.down_proj.weight",
+                "self_attention.linear_proj.weight": "self_attn.o_proj.weight",
+            }.get(rest)
+            if hf_name:
+                assert torch.equal(value, hf[f"model.layers.{layer}.{hf_name}"]), key
+    assert torch.equal(stages[0]["embedding.word_embeddings.weight"], hf["model.embed_tokens.weight"])
+    assert torch.equal(stages[1]["output_layer.weight"], hf["lm_head.weight"])
+    assert torch.equal(stages[1]["decoder.final_layernorm.weight"], hf["model.norm.weight"])
 
 
 def _preflight(base: list[str], *extra: str) -> str:
@@ -103,3 +139,34 @@ def test_train_from_hf_checkpoint(tmp_path: Path, data_cache: Path) -> None:
     proc = run_train(common, tmp_path, data_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"initialised from Hugging Face checkpoint {ckpt}" in proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tied", [False, True])
+def test_llama_checkpoint_saved_by_transformers_imports_at_tp2(tmp_path: Path, tied: bool) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=8192,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.8, 1.2)
+    model.save_pretrained(str(tmp_path / "llama"))
+    tokens = torch.randint(0, 8192, (2, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(input_ids=tokens).logits
+    got = _import_logits(tmp_path, tmp_path / "llama", tokens, 2)
+    assert (got - want).abs().max().item() < 1e-4

@@ -164,8 +164,11 @@ def override_key(key: str) -> str:
 def model_overrides(hf: dict[str, Any]) -> list[str]:
     """Command-line overrides that make a job's model the checkpoint's (muP constants and rope included)."""
     fields = model_fields(hf)
-    if layout_of(hf) == "minicpm":
-        fields["tie_embeddings"] = bool(hf.get("tie_word_embeddings", True))
+    tied = bool(hf.get("tie_word_embeddings", layout_of(hf) == "minicpm"))
+    fields["tie_embeddings"] = tied
+    if layout_of(hf) == "llama" and tied:
+        # One matrix is both embedding and head: only neutral muP constants keep them one (scale_emb x m = 1).
+        fields["scale_emb"], fields["dim_model_base"] = 1.0, fields["hidden_size"]
     out = []
     for key, value in fields.items():
         if isinstance(value, list):
