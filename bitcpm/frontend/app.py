@@ -72,24 +72,6 @@ def check_command_line_types(argv: list[str]) -> None:
     check_override_types(list(args.overrides or []), JobConfig)
 
 
-def expose_launcher_plugin() -> None:
-    """Let Hydra's plugin scan find hydra_plugins/bitcpm_launcher under every install layout.
-
-    An editable install (`pip install -e .`) maps packages through an import hook that pkgutil, which
-    Hydra's scan uses, cannot list; putting the directory holding hydra_plugins/ on sys.path (last, so it
-    shadows nothing) makes the scan see the plugin. A regular install is already on sys.path: no change.
-    """
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("hydra_plugins.bitcpm_launcher")
-    if spec is None or spec.origin is None:
-        return
-    root = str(Path(spec.origin).resolve().parents[2])
-    if root not in sys.path:
-        sys.path.append(root)
-
-
 def run(argv: list[str]) -> int:
     """Run Hydra on argv; returns the process exit code."""
     import hydra
@@ -103,7 +85,6 @@ def run(argv: list[str]) -> int:
     expose_hydra_plugins()
     register_schema()
     register_sweeps()
-    expose_launcher_plugin()
     try:
         check_command_line_types(argv)
     except Exception as exc:
