@@ -3,8 +3,9 @@
 Launchers start this module by name (local in-process, torchrun, Slurm, Ascend scripts); it reads the
 resolved config the front end wrote into the run directory. Exit codes: 0 finished (or already
 complete), 2 bad configuration or input, 3 stopped on a NaN/inf after saving the last good state,
-75 stopped by a signal after saving a complete checkpoint
-(resumable: rerunning the same command continues), anything else a crash.
+4 a checkpoint did not fit on its filesystem (the previous complete checkpoint is intact), 75 stopped
+by a signal after saving a complete checkpoint (resumable: rerunning the same command continues),
+anything else a crash.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bitcpm.worker RUN_DIR/config.yaml", file=sys.stderr)
         return 2
     config_path = Path(args[0])
+    from bitcpm.frontend.quiet import hide_known_warnings
+
+    hide_known_warnings()  # before megatron is imported: its fallback notices are expected here
     from bitcpm.backends.stack import stack_problem
     from bitcpm.config.load import load_job
     from bitcpm.config.validate import ConfigError
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = stack_problem(job.hardware.device)  # first, before megatron: one line instead of a traceback
     if problem is not None:
         return _stack_error(problem, config_path.parent)
+    from bitcpm.training.checkpoint_write import CheckpointDiskFullError
     from bitcpm.training.run import NonFiniteError, run_training
     from bitcpm.training.signals import EXIT_PREEMPTED
 
@@ -57,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as exc:
         print(f"bitcpm: error: {exc}", file=sys.stderr)
         return 3
+    except CheckpointDiskFullError as exc:
+        print(f"bitcpm: error: {exc.strerror}", file=sys.stderr)
+        return 4
     if result.status == "preempted":
         return EXIT_PREEMPTED
     mark_finished(config_path.parent, result.step, result.metrics)

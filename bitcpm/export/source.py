@@ -2,8 +2,8 @@
 
 A run directory means its newest complete checkpoint. The model is built at tp=1 in fp32 on the CPU with the
 run's quantizer, so its forward is bitcpm's own forward of the trained weights (the reference every export is
-verified against). Reading the weights is `_load_weights`, the checkpoint module's weights-only loader: nothing
-else here knows the checkpoint format.
+verified against). Reading the weights is `_load_weights`: swap it for the checkpoint module's loader when the
+checkpoint format changes; nothing else here knows the format.
 """
 
 from __future__ import annotations
@@ -70,11 +70,10 @@ def build_single_rank(job: JobConfig, quantized: bool = True) -> torch.nn.Module
 
 
 def _load_weights(ckpt_dir: Path, model: torch.nn.Module) -> str | None:
-    """The checkpoint module's weights-only loader (any saved tp); returns the training run's MLflow run id."""
+    """The weights of a checkpoint (torch_dist, any layout) into the tp=1 model; returns the MLflow run id."""
     from bitcpm.training import checkpoint as ckpt
 
-    extra = ckpt.load_model_weights(ckpt_dir, [model])
-    return extra.get("mlflow_run_id")
+    return ckpt.load_model_weights(ckpt_dir, [model]).get("mlflow_run_id")
 
 
 def open_source(path: str | Path) -> Source:

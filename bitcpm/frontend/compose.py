@@ -101,9 +101,11 @@ def compose_config(cmd: CommandLine, overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     from bitcpm.config.store import register_schema
+    from bitcpm.frontend.plugins import expose_hydra_plugins
     from bitcpm.frontend.sweeps import register_sweeps
     from bitcpm.presets import conf_dir
 
+    expose_hydra_plugins()
     register_schema()
     register_sweeps()
     if cmd.hydra_app and GlobalHydra.instance().is_initialized():

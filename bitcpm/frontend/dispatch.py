@@ -128,10 +128,20 @@ def _run_slurm(members: list[Member], requests: dict[int, list[LaunchRequest]]) 
     if singles:
         flat = [requests[m.index][0] for m in singles]
         code = slurm.launch_many(flat) if len(flat) > 1 else slurm.launch(flat[0])
-        # The array's outcome is one code; per-member states are in launch/jobs.json (python -m launchers.status).
         codes.update({m.index: (code if wait else None) for m in singles})
+        if wait and code != 0 and len(flat) > 1:
+            codes.update(_member_states(singles, flat))
     for m in members:
         if m.is_pipeline:
             code = slurm.launch_chain(requests[m.index])
             codes[m.index] = code if wait else None
     return codes
+
+
+def _member_states(members: list[Member], requests: list[LaunchRequest]) -> dict[int, int | None]:
+    """Which array members failed: each one's Slurm state (sacct), from the job ids in launch/jobs.json."""
+    from launchers.slurm_state import query_states, read_records
+
+    last = {m.index: read_records(r.launch_dir)[-1] for m, r in zip(members, requests, strict=True)}
+    states = query_states([rec.job_id for rec in last.values()])
+    return {i: 0 if states[rec.job_id].state == "COMPLETED" else 1 for i, rec in last.items()}

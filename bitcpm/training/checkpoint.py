@@ -1,7 +1,10 @@
-"""Atomic checkpoints: write into a temporary directory, rename it, then write a completion marker.
+"""Atomic, layout-free checkpoints through megatron's dist_checkpointing (torch_dist format).
 
-A directory without the marker is never loaded, so a process killed at any point leaves either the
-previous complete checkpoint or a new complete one to resume from.
+Every rank writes its shards into a staging directory; rank 0 renames it into place and then writes
+the COMPLETE marker. A directory without the marker is never loaded, so a process killed at any point
+leaves either the previous complete checkpoint or a new complete one to resume from. Model and
+optimizer tensors are stored under global keys, so a checkpoint saved at one (tp, pp, dp, distributed
+optimizer) layout resumes at another (see sharded_state).
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ from bitcpm.training.faults import crash_point
 
 COMPLETE = "COMPLETE"
 _PREFIX = "step_"
+FORMAT = 2  # 1: per-tp-rank torch files (shard_tpXX_ppYY.pt), read only through convert_checkpoint
+CONVERT_COMMAND = "python -m bitcpm.training.convert_checkpoint"
+
+
+class LegacyCheckpointError(ValueError):
+    """A checkpoint in the format of older bitcpm versions, which must be converted once."""
 
 
 def checkpoint_root(run_dir: Path) -> Path:
@@ -24,44 +33,9 @@ def checkpoint_root(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
-def _step_dir(root: Path, step: int) -> Path:
-    return root / f"{_PREFIX}{step:08d}"
-
-
-def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoint directories, oldest first."""
-    root = checkpoint_root(run_dir)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.name.startswith(_PREFIX) and (p / COMPLETE).exists()]
-    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """Newest complete checkpoint, or None."""
-    done = complete_checkpoints(run_dir)
-    return done[-1] if done else None
-
-
-def shard_name(tp_rank: int, pp_rank: int = 0) -> str:
-    """File of one model-parallel shard (data-parallel replicas hold identical shards)."""
-    return f"shard_tp{tp_rank:02d}_pp{pp_rank:02d}.pt"
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def write_shard(tmp_dir: Path, tp_rank: int, state: dict[str, Any]) -> None:
-    """Write this rank's shard into the temporary directory (atomically per file)."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    target = tmp_dir / shard_name(tp_rank)
-    partial = target.with_suffix(".partial")
-    torch.save(state, partial)
-    crash_point("shard_write", state.get("step"))
-    _fsync_file(partial)
-    os.replace(partial, target)
+def step_dir(run_dir: Path, step: int) -> Path:
+    """Final directory of the checkpoint of `step`."""
+    return checkpoint_root(run_dir) / f"{_PREFIX}{step:08d}"
 
 
 def temporary_dir(run_dir: Path, step: int) -> Path:
@@ -69,35 +43,23 @@ def temporary_dir(run_dir: Path, step: int) -> Path:
     return checkpoint_root(run_dir) / f".tmp_{_PREFIX}{step:08d}"
 
 
-def publish(run_dir: Path, step: int, keep_last: int) -> Path:
-    """Rank 0, after every shard is written: rename into place, mark complete, prune old ones."""
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
     root = checkpoint_root(run_dir)
-    tmp, final = temporary_dir(run_dir, step), _step_dir(root, step)
-    crash_point("before_rename", step)
-    if final.exists():  # a re-save of the same step (e.g. after a crash between rename and marker)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    crash_point("before_marker", step)
-    marker = final / COMPLETE
-    marker.write_text(f"{step}\n")
-    _fsync_file(marker)
-    prune(run_dir, keep_last)
-    return final
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.iterdir()
+        if p.name.startswith(_PREFIX) and p.name[len(_PREFIX) :].isdigit() and (p / COMPLETE).exists()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
 
 
-def prune(run_dir: Path, keep_last: int) -> None:
-    """Delete all but the newest keep_last complete checkpoints (the marker goes first)."""
-    if keep_last <= 0:
-        return
-    for old in complete_checkpoints(run_dir)[:-keep_last]:
-        (old / COMPLETE).unlink(missing_ok=True)
-        crash_point("during_prune")
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def saved_tp(ckpt_dir: Path) -> int:
-    """Tensor-parallel size a checkpoint was written with (one shard file per tp rank)."""
-    return len(list(ckpt_dir.glob("shard_tp*_pp00.pt")))
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """Newest complete checkpoint, or None."""
+    done = complete_checkpoints(run_dir)
+    return done[-1] if done else None
 
 
 def incomplete_checkpoints(run_dir: Path) -> list[Path]:
@@ -113,31 +75,64 @@ def discard(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def read_shard(ckpt_dir: Path, tp_rank: int) -> dict[str, Any]:
-    """Load this rank's shard of a complete checkpoint."""
-    path = ckpt_dir / shard_name(tp_rank)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"checkpoint {ckpt_dir} has no shard for tp rank {tp_rank} (saved with another parallel.tp?)"
+def is_legacy(ckpt_dir: Path) -> bool:
+    """True for a checkpoint written by bitcpm before dist_checkpointing (per-tp-rank torch files)."""
+    return any(ckpt_dir.glob("shard_tp*_pp*.pt"))
+
+
+def check_not_legacy(ckpt_dir: Path) -> None:
+    """Stop with the one command that converts an old-format checkpoint."""
+    if is_legacy(ckpt_dir):
+        raise LegacyCheckpointError(
+            f"checkpoint {ckpt_dir} is in the old per-rank format of earlier bitcpm versions; "
+            f"convert it once with: {CONVERT_COMMAND} {ckpt_dir}"
         )
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
-# --- what the session calls (every rank, same arguments) -------------------------------------------
-# Interim format at a fixed layout: model shards per (tp, pp) as before (dp rank 0 writes them), plus one
-# file per rank with megatron's optimizer state (the inner AdamW state and the fp32 main weights it owns).
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def _optimizer_file(rank: int) -> str:
-    return f"optim_rank{rank:05d}.pt"
+def fsync_tree(path: Path) -> None:
+    """Flush every file and directory under path to disk (this rank's files are enough: all ranks call it)."""
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            _fsync(Path(dirpath) / name)
+        _fsync(Path(dirpath))
 
 
-def _raw(chunk: torch.nn.Module) -> torch.nn.Module:
-    return getattr(chunk, "module", chunk)  # megatron DDP wraps the GPTModel as .module
+def publish(run_dir: Path, step: int, keep_last: int) -> Path:
+    """Rank 0, after every shard is written: rename into place, mark complete, prune old ones."""
+    tmp, final = temporary_dir(run_dir, step), step_dir(run_dir, step)
+    crash_point("before_rename", step)
+    if final.exists():  # a re-save of the same step (e.g. after a crash between rename and marker)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(final.parent)
+    crash_point("before_marker", step)
+    marker = final / COMPLETE
+    marker.write_text(f"{step}\n")
+    _fsync(marker)
+    _fsync(final)
+    prune(run_dir, keep_last)
+    return final
 
 
-def _main_params(optimizer: Any) -> list[torch.Tensor]:
-    return [p for group in optimizer.optimizer.param_groups for p in group["params"]]
+def prune(run_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest keep_last complete checkpoints (the marker goes first)."""
+    if keep_last <= 0:
+        return
+    for old in complete_checkpoints(run_dir)[:-keep_last]:
+        (old / COMPLETE).unlink(missing_ok=True)
+        crash_point("during_prune")
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- what the session calls (collectives: every rank, same arguments) ------------------------------
 
 
 def save_checkpoint(
@@ -148,114 +143,33 @@ def save_checkpoint(
     extra_state: dict[str, Any],
     keep: int,
 ) -> Path | None:
-    """Write a complete checkpoint of `step`; returns its directory on rank 0, None elsewhere."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state as ps
+    """Write a complete checkpoint of `step`; returns its directory on rank 0, None elsewhere.
 
-    tmp = temporary_dir(run_dir, step)
-    rank = dist.get_rank()
-    if ps.get_data_parallel_rank() == 0:
-        state = {"model": [_raw(c).state_dict() for c in model_chunks], **extra_state}
-        state["model"] = state["model"][0] if len(model_chunks) == 1 else state["model"]
-        tmp.mkdir(parents=True, exist_ok=True)
-        target = tmp / shard_name(ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank())
-        partial = target.with_suffix(".partial")
-        torch.save(state, partial)
-        crash_point("shard_write", step)
-        _fsync_file(partial)
-        os.replace(partial, target)
-    tmp.mkdir(parents=True, exist_ok=True)
-    opt = {"inner": optimizer.optimizer.state_dict(), "main": [p.detach() for p in _main_params(optimizer)]}
-    torch.save({"optimizer": opt, "rng": torch.get_rng_state()}, tmp / _optimizer_file(rank))
-    _fsync_file(tmp / _optimizer_file(rank))
-    dist.barrier()
-    final = publish(run_dir, step, keep_last=keep) if rank == 0 else None
-    dist.barrier()
+    extra_state (rank 0's copy is kept) holds what the session needs back: step, data position,
+    schedule state, tracker run id. Every rank's RNG states are saved here as well.
+    """
+    from bitcpm.training.checkpoint_write import write_staged
+
+    write_staged(temporary_dir(run_dir, step), step, model_chunks, optimizer, extra_state)
+    final = publish(run_dir, step, keep) if torch.distributed.get_rank() == 0 else None
+    torch.distributed.barrier()
     return final
 
 
-def load_model_weights(ckpt_dir: Path, model_chunks: list[torch.nn.Module]) -> dict[str, Any]:
-    """Model weights only (stage.init_from, stage.teacher_from); resharded across tp at pp=1. Returns extra_state."""
-    from megatron.core import parallel_state as ps
-
-    from bitcpm.training.reshard import reshard_model_state
-
-    tp, tp_rank, pp_rank = ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank(), 0
-    pp_rank = ps.get_pipeline_model_parallel_rank()
-    saved = saved_tp(ckpt_dir)
-    if saved == tp:
-        state = torch.load(ckpt_dir / shard_name(tp_rank, pp_rank), map_location="cpu", weights_only=False)
-        models = state["model"] if isinstance(state["model"], list) else [state["model"]]
-    else:
-        if len(model_chunks) != 1 or ps.get_pipeline_model_parallel_world_size() != 1:
-            raise ValueError(f"checkpoint {ckpt_dir}: written at tp={saved}; changing tp needs pp=1 in this format")
-        shards = [read_shard(ckpt_dir, r) for r in range(saved)]
-        state = dict(shards[0])
-        models = [reshard_model_state(_raw(model_chunks[0]), [s["model"] for s in shards], tp, tp_rank)]
-    if len(models) != len(model_chunks):
-        raise ValueError(f"checkpoint {ckpt_dir}: {len(models)} model chunks saved, {len(model_chunks)} built")
-    for chunk, sd in zip(model_chunks, models, strict=True):
-        _raw(chunk).load_state_dict(sd)
-    return {k: v for k, v in state.items() if k != "model"}
-
-
-def _resharded_optimizer(ckpt_dir: Path, optimizer: Any, saved: int, tp: int, tp_rank: int) -> dict[str, Any]:
-    """The optimizer file of this tp rank rebuilt from a checkpoint written at tp=saved (pp=dp=1 both sides).
-
-    The inner AdamW state is indexed in param-group order, which does not depend on tp; megatron copies the
-    tensor-parallel attributes onto its fp32 main weights, so each moment is resharded like its weight.
-    """
-    from bitcpm.training.reshard import _partition, reshard_tensor
-
-    shards = [torch.load(ckpt_dir / _optimizer_file(r), map_location="cpu", weights_only=False) for r in range(saved)]
-    mains = _main_params(optimizer)
-    opts = [sh["optimizer"] for sh in shards]
-    main = [reshard_tensor([o["main"][i] for o in opts], _partition(p), tp, tp_rank) for i, p in enumerate(mains)]
-    inner = opts[0]["inner"]
-    state = {}
-    for index, per_param in inner["state"].items():
-        part = _partition(mains[index])
-        state[index] = {
-            k: reshard_tensor([o["inner"]["state"][index][k] for o in opts], part, tp, tp_rank)
-            if isinstance(v, torch.Tensor) and v.dim() > 0
-            else v
-            for k, v in per_param.items()
-        }
-    return {"optimizer": {"inner": {"state": state, "param_groups": inner["param_groups"]}, "main": main}}
-
-
 def load_checkpoint(ckpt_dir: Path, model_chunks: list[torch.nn.Module], optimizer: Any | None) -> dict[str, Any]:
-    """Model and optimizer state (plus this rank's RNG at the saved layout); returns extra_state.
+    """Load model (and optimizer) state at this process's layout; returns the saved extra_state.
 
-    Interim format: another tensor-parallel size is resharded at pp=1 and dp=1; other layout changes stop.
+    RNG states come back only at the layout they were saved at (elsewhere there is no rank to match).
     """
-    import torch.distributed as dist
-    from megatron.core import parallel_state as ps
+    from bitcpm.training.checkpoint_read import read_into
 
-    extra = load_model_weights(ckpt_dir, model_chunks)
-    tp, tp_rank = ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank()
-    saved_tp_size = saved_tp(ckpt_dir)
-    same_layout = saved_tp_size == tp
-    if not same_layout:
-        if dist.get_world_size() != tp or len(list(ckpt_dir.glob("optim_rank*.pt"))) != saved_tp_size:
-            raise ValueError(
-                f"checkpoint {ckpt_dir}: written at tp={saved_tp_size} with pp or dp > 1; this checkpoint format "
-                "resumes at another tp only with pp=1 and dp=1"
-            )
-        saved = _resharded_optimizer(ckpt_dir, optimizer, saved_tp_size, tp, tp_rank) if optimizer is not None else {}
-    else:
-        path = ckpt_dir / _optimizer_file(dist.get_rank())
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint {ckpt_dir} was written at another parallel layout (no {path.name})")
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    if optimizer is not None:
-        mains = _main_params(optimizer)
-        if len(mains) != len(saved["optimizer"]["main"]):
-            raise ValueError(f"checkpoint {ckpt_dir} was written at another parallel layout (optimizer shards differ)")
-        with torch.no_grad():
-            for p, v in zip(mains, saved["optimizer"]["main"], strict=True):
-                p.copy_(v)
-        optimizer.optimizer.load_state_dict(saved["optimizer"]["inner"])
-    if same_layout:
-        torch.set_rng_state(saved["rng"])
-    return extra
+    check_not_legacy(ckpt_dir)
+    return read_into(ckpt_dir, model_chunks, optimizer, with_rng=True)
+
+
+def load_model_weights(ckpt_dir: Path, model_chunks: list[torch.nn.Module]) -> dict[str, Any]:
+    """Model weights only (stage.init_from, stage.teacher_from), at any layout; returns extra_state."""
+    from bitcpm.training.checkpoint_read import read_into
+
+    check_not_legacy(ckpt_dir)
+    return read_into(ckpt_dir, model_chunks, None, with_rng=False)

@@ -3,54 +3,37 @@
     python -m bitcpm.windtunnel.acceptance              # the real one: about 30 minutes on 2 cores
     python -m bitcpm.windtunnel.acceptance --smoke      # a minute-scale check that the pipeline works
 
-Two grid studies on the built-in corpus (real text), 3 widths spanning 8x in hidden size at a fixed
-depth and head size, 6 base learning rates 2x apart, once with model.parameterization=mup and once with
-sp; then the report of each, one side-by-side plot and the verdict, with its numbers, whatever it is.
+The shipped studies sweep=lr_width (muP) and sweep=lr_width_sp (standard parameterization) as Hydra
+multiruns on the built-in corpus (real text): 3 widths spanning 8x in hidden size at a fixed depth and
+head size, 6 base learning rates 2x apart; then the report of each, one side-by-side plot and the
+verdict, with its numbers, whatever it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-FULL = {
-    "widths": "64,128,512",
-    "lrs": "2.5e-3,5e-3,1e-2,2e-2,4e-2,8e-2",
-    "fixed": [
-        "model=debug",
-        "quant=none",
-        "model.num_layers=2",
-        "train.seq_length=128",
-        "parallel.global_batch_size=8",
-        "parallel.micro_batch_size=8",
-        "train.steps=120",
-        "train.eval_interval=40",
-        "train.eval_batches=4",
-        "optim.warmup_steps=10",
-    ],
-}
-SMOKE = {
-    "widths": "64,128,512",
-    "lrs": "1e-2,4e-2",
-    "fixed": [
-        *FULL["fixed"][:3],
-        "train.seq_length=32",
-        "train.steps=4",
-        "train.eval_interval=2",
-        "optim.warmup_steps=1",
-    ],
-}
+# The shipped studies (sweeps/lr_width.yaml, lr_width_sp.yaml) at a size that fits 30 CPU minutes for both:
+# 3 of their widths (8x), their 6 lrs, 2 layers, 120 steps of 1,024 tokens. Run length only; the check is fixed.
+WIDTHS = "64,128,512"
+LRS = [2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2]
+FULL = ["model.num_layers=2", "train.steps=120", "train.eval_interval=40"]
+SMOKE = ["model.num_layers=2", "train.steps=4", "train.eval_interval=2", "train.seq_length=32", "optim.warmup_steps=1"]
+SMOKE_LRS = [1e-2, 4e-2]
+STUDIES = {"mup": "lr_width", "sp": "lr_width_sp"}
+EXPERIMENT = "windtunnel"  # the studies' tracking.experiment
 
 
-def _windtunnel(*args: str) -> str:
-    cmd = [sys.executable, "-m", "bitcpm.windtunnel", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _run(*cmd: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = proc.stdout[-3000:] + proc.stderr[-3000:]
-        sys.exit(f"acceptance: {' '.join(cmd[2:5])} failed (exit {proc.returncode}):\n{tail}")
+        sys.exit(f"acceptance: {' '.join(cmd[:4])} failed (exit {proc.returncode}):\n{tail}")
     return proc.stdout
 
 
@@ -84,33 +67,30 @@ def verdict(idx: dict[str, dict[int, int]], lrs: list[float]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both studies, report them, print the verdict."""
+    """Run both studies as Hydra multiruns, report them, print the verdict."""
     p = argparse.ArgumentParser(prog="python -m bitcpm.windtunnel.acceptance", description=__doc__)
     p.add_argument("--root", type=Path, default=Path("outputs/windtunnel/lr_width"), help="store, runs, reports")
     p.add_argument("--smoke", action="store_true", help="2 lrs, 4 steps: checks the pipeline, shows nothing")
     p.add_argument("--parallel", type=int, default=2, help="trials at once (1 thread each)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per trial (run length, not the check)")
     a = p.parse_args(argv)
-    spec = SMOKE if a.smoke else FULL
     root = a.root.resolve()
-    tracking = [f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "tracking.experiment=lr_width"]
-    common = [*spec["fixed"], *tracking, f"train.output_root={root / 'runs'}"]
-    lrs = [float(x) for x in spec["lrs"].split(",")]
+    tracking = [f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.experiment={EXPERIMENT}"]
+    lrs = SMOKE_LRS if a.smoke else LRS
+    common = [*(SMOKE if a.smoke else FULL), f"model.hidden_size={WIDTHS}", f"optim.lr={','.join(map(str, lrs))}"]
+    common += [*tracking, f"train.output_root={root / 'runs'}", f"launcher.max_parallel={a.parallel}"]
+    common += ["launcher.threads_per_trial=1", *([f"train.steps={a.steps}"] if a.steps else [])]
     start = time.time()
-    for par in ("mup", "sp"):
-        study = f"lr_width_{par}" + ("_smoke" if a.smoke else "")
+    for par, study in STUDIES.items():
         t0 = time.time()
-        _windtunnel(
-            "search", study, "--sampler", "grid", "--no-prune", "--parallel", str(a.parallel), "--threads", "1",
-            "--param", f"optim.lr={spec['lrs']}", "--param", f"width={spec['widths']}",
-            *common, f"model.parameterization={par}",
-        )  # fmt: skip
-        print(f"acceptance: study {study}: {time.time() - t0:.0f} s", flush=True)
-        print(_windtunnel("report", study, "--out", str(root / "reports"), *tracking), flush=True)
-    print(f"acceptance: both studies in {(time.time() - start) / 60:.1f} min")
-    return _compare(root, tracking, lrs, "_smoke" if a.smoke else "")
+        _run("bitcpm.train", "-m", f"sweep={study}", *common)
+        print(f"acceptance: study {study} ({par}): {time.time() - t0:.0f} s", flush=True)
+        print(_run("bitcpm.windtunnel", "report", study, "--out", str(root / "reports"), *tracking), flush=True)
+    print(f"acceptance: both studies in {(time.time() - start) / 60:.1f} min on {os.cpu_count()} cores")
+    return _compare(root, tracking, lrs)
 
 
-def _compare(root: Path, tracking: list[str], lrs: list[float], suffix: str) -> int:
+def _compare(root: Path, tracking: list[str], lrs: list[float]) -> int:
     from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.windtunnel.report import plot_transfer
     from bitcpm.windtunnel.report_run import study_trials
@@ -118,7 +98,7 @@ def _compare(root: Path, tracking: list[str], lrs: list[float], suffix: str) -> 
 
     job = compose_job(CommandLine(), tracking, check_rules=False)
     client = client_for(store_uri(job.tracking))
-    trials = {par: study_trials(client, "lr_width", f"lr_width_{par}{suffix}")[1] for par in ("mup", "sp")}
+    trials = {par: study_trials(client, EXPERIMENT, study)[1] for par, study in STUDIES.items()}
     png = plot_transfer([*trials["mup"], *trials["sp"]], "muP vs sp: loss against lr per width", root / "mup_vs_sp.png")
     for line in verdict({par: best_lr_index(t, lrs) for par, t in trials.items()}, lrs):
         print(line)

@@ -70,12 +70,12 @@ def _log(job, args: CoordCheckArgs, found: list[Drift], files: list[Path], passe
     if job.tracking.backend == "none":
         return None
     from bitcpm.tracking.run_info import default_tags
-    from bitcpm.windtunnel.tracking import KIND_TAG, client_for, experiment_id, log_files, store_uri
+    from bitcpm.windtunnel.tracking import KIND_TAG, client_for, experiment_id, experiment_name, log_files, store_uri
 
     uri = store_uri(job.tracking)
     client = client_for(uri)
     tags = {**default_tags(), KIND_TAG: "coordcheck", "coordcheck.passed": str(passed).lower()}
-    run = client.create_run(experiment_id(client, job.tracking.experiment, uri), run_name="coordcheck", tags=tags)
+    run = client.create_run(experiment_id(client, experiment_name(job.tracking), uri), run_name="coordcheck", tags=tags)
     rid = run.info.run_id
     params = {
         "widths": ",".join(map(str, args.widths)),

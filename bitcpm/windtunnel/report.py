@@ -84,10 +84,12 @@ def fitted_optimum(points: list[tuple[float, float]], span: int = 2) -> float | 
 
 
 def lr_curves(trials: list[Trial]) -> dict[tuple[str, int], list[tuple[float, float]]]:
-    """(parameterization, width) -> sorted (lr, loss) of the pretraining trials."""
+    """(series, width) -> sorted (lr, loss); a series is the parameterization, plus quant and stage when they vary."""
+    several = len({(t.quant, t.stage) for t in trials}) > 1
     curves: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
     for t in trials:
-        curves[(t.parameterization, t.width)].append((t.lr, t.loss))
+        series = f"{t.parameterization} {t.quant} {t.stage}" if several else t.parameterization
+        curves[(series, t.width)].append((t.lr, t.loss))
     return {k: sorted(v) for k, v in sorted(curves.items())}
 
 
@@ -136,7 +138,7 @@ def markdown(study: str, trials: list[Trial], skipped: int) -> str:
         fit = fitted_optimum(pts)
         fit_text = f"{fit:.3g}" if fit is not None else "n/a"
         rows.append([par, str(width), f"{lr_best:.3g}", f"{loss_best:.4f}", fit_text, str(len(pts))])
-    lines += _table(["parameterization", "width", "best lr", "loss", "fitted optimum lr", "lrs tried"], rows)
+    lines += _table(["series", "width", "best lr", "loss", "fitted optimum lr", "lrs tried"], rows)
     lines += ["", "Fitted optimum: a quadratic in log lr through the best point and two grid neighbours each side.", ""]
     groups = best_by(trials, lambda t: t.quant)
     lines += ["## Group size", ""]

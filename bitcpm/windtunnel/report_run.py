@@ -22,13 +22,13 @@ def study_trials(client, experiment: str, study: str) -> tuple[str, list[Trial],
 def run_report(study: str, overrides: list[str], out: Path) -> int:
     """Report `study` from the tracking store the overrides name; prints the markdown."""
     from bitcpm.frontend.compose import CommandLine, compose_job
-    from bitcpm.windtunnel.tracking import client_for, log_files, store_uri
+    from bitcpm.windtunnel.tracking import client_for, experiment_name, log_files, store_uri
 
     job = compose_job(CommandLine(), overrides, check_rules=False)
     if job.tracking.backend != "mlflow":
         raise ValueError("tracking.backend=none: the report reads the study from MLflow")
     client = client_for(store_uri(job.tracking))
-    parent, trials, skipped = study_trials(client, job.tracking.experiment, study)
+    parent, trials, skipped = study_trials(client, experiment_name(job.tracking), study)
     if not trials:
         raise ValueError(f"study {study}: none of its {skipped} trial runs has a validation loss yet")
     out.mkdir(parents=True, exist_ok=True)

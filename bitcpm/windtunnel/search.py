@@ -49,6 +49,8 @@ class Running:
     proc: subprocess.Popen
     reported: set[int] = field(default_factory=set)
     pruned: bool = False
+    linked: bool = False
+    """Whether its MLflow run already carries the study's parent tag."""
 
 
 def default_storage(job) -> str:

@@ -20,6 +20,8 @@ from bitcpm.windtunnel.search import (
 )
 from bitcpm.windtunnel.space import grid_points
 
+ADOPT_EVERY = 10  # polls between MLflow look-ups for a running trial's run
+
 
 class MlflowLink:
     """The study's parent run and the tags that make each trial's training run its child."""
@@ -29,7 +31,7 @@ class MlflowLink:
         self.client = self.parent = None
         if job.tracking.backend != "mlflow":
             return
-        from bitcpm.windtunnel.tracking import client_for, open_study_run, store_uri
+        from bitcpm.windtunnel.tracking import client_for, experiment_name, open_study_run, store_uri
 
         uri = store_uri(job.tracking)
         self.client = client_for(uri)
@@ -37,7 +39,7 @@ class MlflowLink:
             p.key: list(p.choices) if p.choices else [p.low, p.high, "log" if p.log else "lin"] for p in args.params
         }
         params = {"space": space, "sampler": args.sampler, "overrides": " ".join(args.overrides), "storage": storage}
-        self.parent = open_study_run(self.client, uri, job.tracking.experiment, args.study, "search", params)
+        self.parent = open_study_run(self.client, uri, experiment_name(job.tracking), args.study, "search", params)
         self.client.update_run(self.parent, status="RUNNING")  # a resumed study's parent runs again
 
     def close(self, status: str) -> None:
@@ -45,19 +47,36 @@ class MlflowLink:
         if self.client is not None:
             self.client.set_terminated(self.parent, status)
 
-    def __call__(self, r: Running, state: str, losses: dict[int, float]) -> None:
-        """Tag the trial's training run (found by its run directory) as a child of the study."""
-        if self.client is None:
+    def _runs(self, r: Running) -> list:
+        from bitcpm.windtunnel.tracking import experiment_name
+
+        exp = self.client.get_experiment_by_name(experiment_name(self.job.tracking))
+        if exp is None:
+            return []
+        return self.client.search_runs([exp.experiment_id], filter_string=f"tags.run_dir = '{r.run_dir}'")
+
+    def adopt(self, r: Running) -> None:
+        """Make a running trial's training run a child as soon as it exists (the UI nests it while it trains)."""
+        if self.client is None or r.linked:
             return
         from bitcpm.windtunnel.tracking import PARENT_TAG, STUDY_TAG
 
-        exp = self.client.get_experiment_by_name(self.job.tracking.experiment)
-        runs = self.client.search_runs([exp.experiment_id], filter_string=f"tags.run_dir = '{r.run_dir}'")
-        for run in runs:
-            rid = run.info.run_id
+        for run in self._runs(r):
             tags = {PARENT_TAG: self.parent, STUDY_TAG: self.study, "optuna.trial": str(r.trial.number)}
-            for key, value in {**tags, "optuna.state": state}.items():
-                self.client.set_tag(rid, key, value)
+            tags["bitcpm.overrides"] = " ".join(r.overrides)[:5000]
+            for key, value in tags.items():
+                self.client.set_tag(run.info.run_id, key, value)
+            r.linked = True
+
+    def __call__(self, r: Running, state: str, losses: dict[int, float]) -> None:
+        """Tag the trial's training run (found by its run directory) as a child, with how it ended."""
+        if self.client is None:
+            return
+        r.linked = False
+        self.adopt(r)
+        for run in self._runs(r):
+            rid = run.info.run_id
+            self.client.set_tag(rid, "optuna.state", state)
             if losses:
                 self.client.log_metric(rid, "best_val_loss", min(losses.values()))
                 self.client.log_metric(rid, "final_val_loss", losses[max(losses)])
@@ -76,7 +95,7 @@ def run_search(args: SearchArgs) -> int:
     print(f"search {args.study}: {already} of {total} trials already finished (storage {storage})", flush=True)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
     running: list[Running] = []
-    launched = 0
+    launched = rounds = 0
     stop = {"signal": None}
 
     def on_signal(signum, _frame):
@@ -95,8 +114,11 @@ def run_search(args: SearchArgs) -> int:
             if not running:
                 break
             time.sleep(POLL_S)
+            rounds += 1
             for r in list(running):
                 poll(r)
+                if rounds % ADOPT_EVERY == 0:
+                    link.adopt(r)
                 rc = r.proc.poll()
                 if rc is None:
                     continue

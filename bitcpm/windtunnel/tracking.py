@@ -19,6 +19,13 @@ def store_uri(cfg: TrackingConfig) -> str:
     return resolve_store_uri(cfg.uri)
 
 
+def experiment_name(cfg: TrackingConfig) -> str:
+    """The experiment a job would use (tracking.experiment, else $MLFLOW_EXPERIMENT_NAME, else 'bitcpm')."""
+    from bitcpm.tracking.store_uri import resolve_experiment
+
+    return resolve_experiment(cfg.experiment)
+
+
 def client_for(uri: str):
     """An MlflowClient on `uri` (the sqlite file's directory is created)."""
     from mlflow.tracking import MlflowClient

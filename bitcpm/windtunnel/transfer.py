@@ -80,13 +80,13 @@ def run_transfer(study: str, target: str, name: str, config_dir: Path | None, fo
     """Write <config dir>/experiment/<name>.yaml, print the changes, check it composes and validates."""
     from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.presets import conf_dir
-    from bitcpm.windtunnel.tracking import client_for, store_uri
+    from bitcpm.windtunnel.tracking import client_for, experiment_name, store_uri
 
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"--name={name}: use letters, digits, '-' and '_' only")
     job = compose_job(CommandLine(), overrides, check_rules=False)
     client = client_for(store_uri(job.tracking))
-    params, run_id, loss = best_base(client, job.tracking.experiment, study)
+    params, run_id, loss = best_base(client, experiment_name(job.tracking), study)
     values = {key: _number(params[key]) for key in BASE_KEYS}
     folder = (config_dir or conf_dir()) / "experiment"
     path = folder / f"{name}.yaml"

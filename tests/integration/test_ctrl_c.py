@@ -48,4 +48,4 @@ def test_ctrl_c_to_the_process_group_saves_and_exits_75(tmp_path: Path, data_cac
     stopped_at = int(out.split("saved step ")[1].split(",")[0])
     checkpoint = only_run_dir(tmp_path) / "checkpoints" / f"step_{stopped_at:08d}"
     assert (checkpoint / "COMPLETE").exists()
-    assert sorted(p.name for p in checkpoint.glob("shard_*.pt")) == ["shard_tp00_pp00.pt", "shard_tp01_pp00.pt"]
+    assert (checkpoint / "metadata.json").exists() and any(checkpoint.glob("*.distcp"))  # torch_dist format

@@ -31,8 +31,13 @@ def test_pipeline_runs_three_linked_stages(tmp_path: Path, data_cache: Path) -> 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("pipe").experiment_id])
     by_stage = {r.data.tags["stage"]: r for r in runs}
-    assert set(by_stage) == {"pretrain", "qat", "distill"}
+    assert set(by_stage) == {"pipeline", "pretrain", "qat", "distill"}
     assert len({r.data.tags["pipeline"] for r in runs}) == 1
+    pipeline = by_stage["pipeline"]  # the recipe's own run, parent of its stages in the MLflow UI
+    assert {by_stage[s].data.tags["mlflow.parentRunId"] for s in ("pretrain", "qat", "distill")} == {
+        pipeline.info.run_id
+    }
+    assert pipeline.info.status == "FINISHED" and pipeline.data.metrics["final_val_loss"] > 0
     assert by_stage["qat"].data.tags["init_from"] == by_stage["pretrain"].data.tags["run_dir"]
     assert by_stage["distill"].data.tags["init_from"] == by_stage["qat"].data.tags["run_dir"]
     assert by_stage["distill"].data.params["stage.teacher_from"] == by_stage["pretrain"].data.tags["run_dir"]

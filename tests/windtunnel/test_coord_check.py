@@ -35,10 +35,17 @@ def test_mup_passes_and_sp_fails_naming_the_layer(tmp_path: Path, quant: str) ->
     assert (tmp_path / "cc" / "coord_check.png").stat().st_size > 0
 
 
-def test_untied_lm_head_at_init_std_passes(tmp_path: Path) -> None:
-    untied = coordcheck(tmp_path, "quant=none", "model.tie_embeddings=false")
+def test_untied_lm_head_at_init_std_passes_and_is_logged_to_mlflow(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    untied = coordcheck(tmp_path, "quant=none", "model.tie_embeddings=false", "tracking=mlflow", f"tracking.uri={uri}")
     assert untied.returncode == 0, untied.stdout + untied.stderr
     assert "output_layer.weight" in untied.stdout  # the head's own update is measured
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("bitcpm").experiment_id])
+    assert run.data.tags["coordcheck.passed"] == "true"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"coord_check.png", "coord_check.json"}
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:

@@ -11,18 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 
-TINY = [
-    "quant=none",
-    "model.num_layers=2",
-    "train.seq_length=32",
-    "train.steps=8",
-    "train.eval_interval=2",
-    "train.eval_batches=1",
-    "optim.warmup_steps=1",
-]
+SHAPE = ["quant=none", "model.num_layers=2", "train.seq_length=32", "train.eval_batches=1", "optim.warmup_steps=1"]
+TINY = [*SHAPE, "train.steps=8", "train.eval_interval=2"]
 
 
 def windtunnel(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
@@ -134,3 +128,25 @@ def test_grid_study_on_a_real_mlflow_server_then_report_and_transfer(tmp_path: P
         assert "model.dim_model_base" in out and "(changed)" in out
         again = finish(windtunnel([*transfer, *common], tmp_path))
         assert "exists (pass --force to overwrite)" in again
+
+
+def test_a_poor_trial_is_pruned_from_its_validation_losses(tmp_path: Path, data_cache: Path) -> None:
+    from optuna.trial import TrialState
+
+    from bitcpm.training.metrics_log import read_metrics
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    steps = 30
+    # Two good trials set the median; the third (lr 1e-7: it barely moves) is worse at its first evaluation.
+    args = ["search", "prune", "--sampler", "grid", "--param", "optim.lr=1e-2,2e-2,1e-7", "--storage", storage]
+    args += [*SHAPE, f"train.steps={steps}", "train.eval_interval=2", "tracking=none"]
+    args += [f"train.output_root={tmp_path}/out", f"data.cache_dir={data_cache}"]
+    out = finish(windtunnel(args, tmp_path))
+    states = {t.params["optim.lr"]: t.state for t in study_trials(storage, "prune")}
+    assert states == {1e-2: TrialState.COMPLETE, 2e-2: TrialState.COMPLETE, 1e-7: TrialState.PRUNED}, out
+    assert "trial 2 PRUNED (exit 75)" in out  # SIGTERM: the worker saved and exited for a later resume
+    lr_of = {d: yaml.safe_load((d / "config.yaml").read_text())["optim"]["lr"] for d in (tmp_path / "out").iterdir()}
+    pruned = next(d for d, lr in lr_of.items() if lr == pytest.approx(1e-7))
+    last = max(r["step"] for r in read_metrics(pruned / "metrics.jsonl"))
+    assert last < steps
+    assert any((pruned / "checkpoints").iterdir())

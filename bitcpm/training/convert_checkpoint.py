@@ -1,0 +1,133 @@
+"""Convert a checkpoint of earlier bitcpm versions (one torch file per tp rank) to the torch_dist format.
+
+    python -m bitcpm.training.convert_checkpoint RUN_DIR/checkpoints/step_00001000
+
+Runs in one CPU process: the tp shards are merged into full tensors (weights and AdamW moments, using
+megatron's partition_dim/partition_stride of each parameter), loaded into the model built from the run's
+config.yaml, and saved through the new checkpoint writer in place of the old directory, which is kept
+next to it as legacy_step_XXXXXXXX. The converted checkpoint resumes at any layout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bitcpm.training import checkpoint as ckpt
+from bitcpm.training.reshard import merge_shards
+
+
+class ConvertError(ValueError):
+    """Input the converter cannot take."""
+
+
+def _merge(param: torch.nn.Parameter, values: list[torch.Tensor]) -> torch.Tensor:
+    if len(values) == 1 or not getattr(param, "tensor_model_parallel", False):
+        return values[0]  # replicated over tp (norms): every rank holds the same tensor
+    return merge_shards(values, int(param.partition_dim), int(getattr(param, "partition_stride", 1)))
+
+
+def read_legacy(ckpt_dir: Path) -> list[dict[str, Any]]:
+    """The per-tp-rank states of an old checkpoint, tp rank order."""
+    if not (ckpt_dir / ckpt.COMPLETE).exists():
+        raise ConvertError(f"{ckpt_dir}: not a complete checkpoint (no {ckpt.COMPLETE} marker)")
+    files = sorted(ckpt_dir.glob("shard_tp*_pp00.pt"))
+    if not files:
+        raise ConvertError(f"{ckpt_dir}: no shard_tpXX_pp00.pt files (already converted, or not a bitcpm checkpoint)")
+    if any(ckpt_dir.glob("shard_tp*_pp0[1-9].pt")):
+        raise ConvertError(f"{ckpt_dir}: pipeline-parallel shards; earlier bitcpm versions never wrote them")
+    shards = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+    if "optimizer" not in shards[0]:  # model shards beside optim_rankNNNNN.pt files: a development build's
+        raise ConvertError(
+            f"{ckpt_dir}: written by an interim development build (optim_rank*.pt files), whose optimizer "
+            "state this converter cannot map; rerun that training from its last checkpoint of a release"
+        )
+    return shards
+
+
+def _full_state(model: torch.nn.Module, shards: list[dict[str, Any]]) -> tuple[dict, dict]:
+    """(model state dict, {param name: AdamW state}) at tp=1."""
+    params = dict(model.named_parameters())
+    weights = {}
+    for key, value in shards[0]["model"].items():
+        if isinstance(value, torch.Tensor) and key in params:
+            value = _merge(params[key], [s["model"][key] for s in shards])
+        weights[key] = value
+    first = shards[0]["optimizer"]
+    names = [name for group in first["param_groups"] for name in group["names"]]
+    moments = {}
+    for index, entry in first["state"].items():
+        name = names[index]
+        moments[name] = {
+            k: _merge(params[name], [s["optimizer"]["state"][index][k] for s in shards]) if k != "step" else v
+            for k, v in entry.items()
+        }
+    return weights, moments
+
+
+def convert(ckpt_dir: Path) -> Path:
+    """Convert one old checkpoint directory in place; returns where the old files were kept."""
+    ckpt_dir = ckpt_dir.resolve()
+    shards = read_legacy(ckpt_dir)  # checked before megatron is imported: a refusal is one quiet line
+    run_dir = ckpt_dir.parent.parent
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        raise ConvertError(f"{config} not found: the converter builds the model from the run's config")
+    from megatron.core import parallel_state
+
+    from bitcpm.backends import cpu
+    from bitcpm.config.load import load_job
+    from bitcpm.models import build_model
+    from bitcpm.quant.converter import convert_to_ternary
+
+    job = load_job(config)
+    step = int(shards[0]["step"])
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    cpu.after_process_group()
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=1)
+    model = build_model(job.model, seq_length=job.train.seq_length, tp=1, dtype=job.hardware.dtype, device="cpu")
+    convert_to_ternary(model, job.quant)
+    weights, moments = _full_state(model, shards)
+    model.load_state_dict(weights)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.AdamW([params[name] for name in moments])  # only its state is written
+    for name, entry in moments.items():
+        optimizer.state[params[name]] = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
+    torch.set_rng_state(shards[0]["rng"]["torch"])
+    extra = {k: shards[0].get(k) for k in ("step", "nan_skips", "consumed_samples", "mlflow_run_id", "config")}
+    kept = ckpt_dir.parent / f"legacy_{ckpt_dir.name}"
+    os.replace(ckpt_dir, kept)
+    try:
+        ckpt.save_checkpoint(run_dir, step, [model], optimizer, extra, keep=0)
+    except BaseException:
+        ckpt.discard(ckpt.temporary_dir(run_dir, step))
+        os.replace(kept, ckpt_dir)
+        raise
+    finally:
+        parallel_state.destroy_model_parallel()
+    return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: convert each checkpoint directory given."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m bitcpm.training.convert_checkpoint OLD_CHECKPOINT_DIR [...]", file=sys.stderr)
+        return 2
+    for arg in args:
+        try:
+            kept = convert(Path(arg))
+        except (ConvertError, FileNotFoundError) as exc:
+            print(f"bitcpm: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"bitcpm: converted {arg} to the torch_dist format (old files kept in {kept})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
