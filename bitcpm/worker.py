@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bitcpm.worker RUN_DIR/config.yaml", file=sys.stderr)
         return 2
     config_path = Path(args[0])
+    from bitcpm.frontend.quiet import hide_known_warnings
+
+    hide_known_warnings()  # before megatron is imported: its fallback notices are expected here
     from bitcpm.backends.stack import stack_problem
     from bitcpm.config.load import load_job
     from bitcpm.config.validate import ConfigError

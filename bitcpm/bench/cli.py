@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 
 from bitcpm.bench.report import BenchResult
+from bitcpm.config.derived import tokens_per_step
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import compose_job, one_line_error, parse_command_line
@@ -87,14 +88,14 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
                 say(f"  repeat {repeat} {variant:>4}: {m.seconds / m.steps * 1e3:9.1f} ms/step{cpu}", flush=True)
                 measurements.append(m)
         workload = Workload(
-            tokens_per_step=p.global_batch_size * job.train.seq_length,
+            tokens_per_step=tokens_per_step(job),
             world_size=info.world_size,
             flops_per_token=flops_per_token(job.model, job.train.seq_length),
             peak_tflops=job.hardware.peak_tflops,
         )
         q = job.quant
         kernel = resolve_kernel(q.kernel, info.device.type)
-        label = f"qat (ternary g{q.group_size}, {kernel}{', cached' if q.cache else ''})"
+        label = f"qat ({q.label}, {kernel}{', cached' if q.cache else ''})"
         result = summarize(
             measurements,
             workload,
@@ -117,6 +118,9 @@ def _notes(job: JobConfig) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bitcpm.bench`."""
+    from bitcpm.frontend.quiet import hide_known_warnings
+
+    hide_known_warnings()
     args = sys.argv[1:] if argv is None else argv
     cmd = parse_command_line(args)
     if cmd.multirun or cmd.hydra_only:

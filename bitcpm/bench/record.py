@@ -18,7 +18,7 @@ PARENT_TAG = "mlflow.parentRunId"
 
 
 def _quant_tag(job: JobConfig) -> str:
-    return "none" if not job.quant.enabled else f"ternary_g{job.quant.group_size}"
+    return job.quant.label
 
 
 def _tags(job: JobConfig, key: str, device: str, world_size: int) -> dict[str, str]:

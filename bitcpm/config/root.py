@@ -26,11 +26,11 @@ class TrainConfig:
 
     seq_length: int = 256
     """Tokens per training sequence."""
-    steps: int = 100
+    steps: int = 60
     """Optimizer steps (ignored when stage.tokens sets the length)."""
     seed: int = 1234
     """Seed of initialisation and dropout."""
-    eval_interval: int = 50
+    eval_interval: int = 30
     """Steps between validation passes; 0 disables periodic validation."""
     eval_batches: int = 8
     """Global batches per validation pass: the same held-out sequences at every parallel layout."""

@@ -31,7 +31,7 @@ def run_task(cfg: DictConfig) -> int:
     """A single run (no -m): compose + validate + plan (exit 2 on a bad config), then launch."""
     from hydra.core.hydra_config import HydraConfig
 
-    from bitcpm.frontend.launch import print_plans, run_single
+    from bitcpm.frontend.launch import memory_refusal, print_plans, run_single
     from bitcpm.frontend.members import plan_members
 
     hc = HydraConfig.get()
@@ -46,6 +46,9 @@ def run_task(cfg: DictConfig) -> int:
     except Exception as exc:  # raised out of the task, Hydra would print its own lines first
         return error_exit(one_line_error(exc))
     print_plans([member])
+    refusal = memory_refusal([member])
+    if refusal is not None:
+        return error_exit(refusal)
     _LAUNCHED["single"] = True
     return run_single(member)
 

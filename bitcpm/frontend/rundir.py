@@ -15,6 +15,9 @@ def math_relevant(job: JobConfig) -> dict[str, Any]:
     """The parts of a job that change the trained weights (not tracking, launcher, cadences)."""
     data = asdict(job.data)
     data.pop("cache_dir")
+    for source in data["sources"]:
+        if source.get("megatron_prefix") is None:  # keys added later leave earlier run directories' hashes alone
+            source.pop("megatron_prefix", None)
     return {
         "model": asdict(job.model),
         "quant": asdict(job.quant),
@@ -35,6 +38,5 @@ def config_hash(job: JobConfig) -> str:
 
 def run_dir_for(job: JobConfig) -> Path:
     """outputs/<model>-<stage>-<quant>-<hash>: readable, and identical for identical math."""
-    quant = "bf16" if not job.quant.enabled else f"t{job.quant.group_size}"
-    name = f"{job.model.name}-{job.stage.name}-{quant}-{config_hash(job)}"
+    name = f"{job.model.name}-{job.stage.name}-{job.quant.label}-{config_hash(job)}"
     return Path(job.train.output_root) / name

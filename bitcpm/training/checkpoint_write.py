@@ -16,7 +16,7 @@ from megatron.core.dist_checkpointing.serialization import get_default_save_shar
 from megatron.core.dist_checkpointing.strategies.base import SaveShardedStrategy
 
 from bitcpm.training import sharded_state
-from bitcpm.training.checkpoint_progress import WriteProgress, human_bytes
+from bitcpm.training.checkpoint_progress import WriteProgress, bytes_under, human_bytes
 from bitcpm.training.faults import crash_point, fill_disk_point
 
 # Room for metadata, the common file and filesystem blocks on top of the tensor bytes.
@@ -93,6 +93,11 @@ def _is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _out_of_space(root: Path, tmp: Path, needed: int) -> bool:
+    """Less room left than the rest of the checkpoint needs."""
+    return shutil.disk_usage(root).free < needed - bytes_under(tmp)
+
+
 def _disk_full(step: int, root: Path, needed: int) -> CheckpointDiskFullError:
     free = shutil.disk_usage(root).free
     return CheckpointDiskFullError(
@@ -164,7 +169,8 @@ def write_staged(
     finally:
         if progress:
             progress.stop(ok=failed is None)
-    full = _any(failed is not None and _is_disk_full(failed))
+    # torch's zip writer reports ENOSPC as "unexpected pos ..." without an errno: the filesystem itself says.
+    full = _any(failed is not None and (_is_disk_full(failed) or _out_of_space(root, tmp, needed)))
     if full:
         if rank0:
             shutil.rmtree(tmp, ignore_errors=True)

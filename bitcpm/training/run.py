@@ -18,8 +18,7 @@ from bitcpm.training.signals import StopRequest
 
 
 def _run_name(job: JobConfig) -> str:
-    quant = "bf16" if not job.quant.enabled else f"ternary-g{job.quant.group_size}"
-    return job.tracking.run_name or f"{job.model.name}-{job.stage.name}-{quant}"
+    return job.tracking.run_name or f"{job.model.name}-{job.stage.name}-{job.quant.label}"
 
 
 @dataclass

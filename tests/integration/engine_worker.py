@@ -58,13 +58,16 @@ def main(out_dir: str, overrides: list[str]) -> None:
     from megatron.core import parallel_state
 
     from bitcpm.backends import get_backend
+    from bitcpm.config.validate import validate
     from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.training.build import build_engine, set_lr
     from bitcpm.training.distributed import init_distributed, shutdown_distributed
     from bitcpm.training.stage import stage_schedule
     from bitcpm.training.steps import evaluate, train_step
 
-    job = compose_job(CommandLine(), overrides)
+    # Synthetic batches of the job's own vocabulary: the config rules apply, the shipped tokenizer does not.
+    job = compose_job(CommandLine(), overrides, check_rules=False)
+    validate(job)
     p, t = job.parallel, job.train
     backend = get_backend("cpu")
     backend.prepare()

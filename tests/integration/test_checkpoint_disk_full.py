@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 # A small model: each checkpoint (weights and two Adam moments, fp32) is about 7 MiB.
 BASE = [
     "experiment=smoke",
+    "quant=none",
     "model.num_layers=2",
     "model.hidden_size=64",
     "model.intermediate_size=128",

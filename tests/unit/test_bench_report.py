@@ -71,7 +71,7 @@ def test_bench_needs_a_quantizer_and_positive_counts() -> None:
     check_bench(compose_job(CommandLine(), []))
     with pytest.raises(ConfigError, match="^quant=none: the bench compares"):
         check_bench(compose_job(CommandLine(), ["quant=none"]))
-    with pytest.raises(ConfigError, match=r"^bench.timed_steps=0: must be >= 1$"):
+    with pytest.raises(ConfigError, match=r"^bench.timed_steps=0: expected a value >= 1$"):
         check_bench(compose_job(CommandLine(), ["bench.timed_steps=0"]))
 
 

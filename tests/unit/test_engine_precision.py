@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from bitcpm.config.validate import validate
 from bitcpm.frontend.compose import CommandLine, compose_job
 
 
 def _job(*overrides: str):
-    return compose_job(
+    # Synthetic batches of a 512-token vocabulary: the config rules apply, the shipped tokenizer does not.
+    job = compose_job(
         CommandLine(),
         [
             "quant=none",
@@ -23,7 +25,10 @@ def _job(*overrides: str):
             "hardware.dtype=bfloat16",
             *overrides,
         ],
+        check_rules=False,
     )
+    validate(job)
+    return job
 
 
 def _batches(step: int, vocab: int = 512) -> list[torch.Tensor]:

@@ -2,7 +2,7 @@
 
 megatron's local DotProductAttention materialises the [b, heads, s, s] score matrix, repeats K/V for
 GQA and runs an unfused softmax: on an H100 at the 1B shape and 4k tokens it is the bottleneck of the
-local spec (DESIGN.md: 34 TFLOP/s). torch's SDPA dispatches to FlashAttention on CUDA (bf16/fp16,
+local spec (34 TFLOP/s measured, BENCHMARKS.md). torch's SDPA dispatches to FlashAttention on CUDA (bf16/fp16,
 head_dim <= 256): no score matrix, GQA handled inside the kernel, O(s) activation memory. Measured on
 that shape with such a module: 163 TFLOP/s. Transformer Engine is the alternative; this needs nothing
 beyond torch.
