@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 
 from bitcpm.bench.report import BenchResult
+from bitcpm.config.derived import tokens_per_step
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import compose_job, one_line_error, parse_command_line
@@ -87,7 +88,7 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
                 say(f"  repeat {repeat} {variant:>4}: {m.seconds / m.steps * 1e3:9.1f} ms/step{cpu}", flush=True)
                 measurements.append(m)
         workload = Workload(
-            tokens_per_step=p.global_batch_size * job.train.seq_length,
+            tokens_per_step=tokens_per_step(job),
             world_size=info.world_size,
             flops_per_token=flops_per_token(job.model, job.train.seq_length),
             peak_tflops=job.hardware.peak_tflops,

@@ -1,4 +1,4 @@
-"""Training data: prepared megatron indexed datasets, blended by weight."""
+"""Training data: prepared megatron indexed datasets and existing Megatron-LM ones, blended by weight."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ class DataSourceConfig:
     name: str = "builtin"
     """Label shown in logs and MLflow."""
     inputs: list[str] = field(default_factory=lambda: ["builtin"])
-    """jsonl files (.gz/.xz allowed) or 'builtin' (the shipped English corpus)."""
+    """jsonl files (.gz/.xz allowed) or 'builtin' (the shipped English corpus); unused with megatron_prefix."""
     weight: float = 1.0
     """Relative sampling weight in the mixture."""
+    megatron_prefix: str | None = None
+    """An existing Megatron-LM dataset instead of inputs: PREFIX.bin + PREFIX.idx as Megatron-LM's
+    tools/preprocess_data.py writes them, tokenized with a vocabulary that fits model.vocab_size; its last
+    data.valid_fraction of documents are held out for validation."""
 
 
 @dataclass

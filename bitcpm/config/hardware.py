@@ -21,5 +21,7 @@ class HardwareConfig:
     """Dense bf16 peak per device for MFU; None means unknown (no MFU is reported)."""
     memory_gb: float | None = None
     """Memory per device, for the plan's fit check."""
+    allow_memory_overflow: bool = False
+    """Launch even when the plan's memory per device exceeds memory_gb (the plan is an estimate; default: refuse)."""
     devices_per_node: int = 1
     """Accelerators per node (CPU: processes per node)."""

@@ -63,6 +63,17 @@ def check_data_inputs(job: JobConfig) -> None:
                 raise ConfigError(f"data.sources[{i}].inputs: {name} not found (a jsonl file, .gz/.xz, or builtin)")
 
 
+def check_megatron_data(job: JobConfig) -> None:
+    """Existing Megatron-LM datasets (data.sources[i].megatron_prefix) are there, are megatron indexes and, where
+    scanned before, hold token ids that fit model.vocab_size (headers and the scan cache only: no torch)."""
+    from bitcpm.data.megatron_index import preflight_sources
+
+    try:
+        preflight_sources(job.data, job.model.vocab_size)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def check_tokenizer(job: JobConfig) -> None:
     """The tokenizer loads and its ids fit the model's embedding rows."""
     from bitcpm.data.tokenizer import load_tokenizer
@@ -142,6 +153,7 @@ def preflight(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> No
     check_ranges(job)
     validate(job)
     check_extras(job)
+    check_megatron_data(job)  # first: a source that names both inputs and a prefix is refused as such
     check_data_inputs(job)
     check_tokenizer(job)
     check_checkpoints(job, planned_runs)

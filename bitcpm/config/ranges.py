@@ -180,7 +180,12 @@ SPECS: dict[type, dict[str, Spec]] = {
         "alpha": UNIT,
         "temperature": POSITIVE,
     },
-    DataSourceConfig: {"name": Text("label"), "inputs": Text("jsonl path or builtin"), "weight": POSITIVE},
+    DataSourceConfig: {
+        "name": Text("label"),
+        "inputs": Text("jsonl path or builtin"),
+        "weight": POSITIVE,
+        "megatron_prefix": Text("Megatron-LM dataset prefix"),
+    },
     DataConfig: {
         "tokenizer": Text("tokenizer directory or builtin"),
         "text_key": Text("JSON field"),

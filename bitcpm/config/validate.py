@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 
 from bitcpm.backends.capabilities import CAPABILITIES
+from bitcpm.config.derived import data_parallel_size, procs_per_node, world_size  # defined once, in derived
 from bitcpm.config.parallel import derive_layout
 from bitcpm.config.root import JobConfig
 
@@ -157,16 +158,6 @@ def check_quant_kernel(cfg: JobConfig) -> None:
         _fail(f"quant.kernel={kernel}: expected one of {', '.join(QUANT_KERNELS)}")
     if kernel == "triton" and device != "cuda":
         _fail(f"quant.kernel=triton needs hardware.device=cuda (got {device}); use compile or eager")
-
-
-def world_size(cfg: JobConfig) -> int:
-    """Worker processes the launcher will start."""
-    return cfg.launcher.world_size(cfg.parallel.model_parallel_size)
-
-
-def data_parallel_size(cfg: JobConfig) -> int:
-    """Data-parallel replicas: world size over tp x pp x cp."""
-    return world_size(cfg) // cfg.parallel.model_parallel_size
 
 
 def check_world(cfg: JobConfig) -> None:
@@ -327,6 +318,25 @@ def check_schedule(cfg: JobConfig) -> None:
         _fail(f"optim.min_lr_ratio={o.min_lr_ratio}: expected a value in [0, 1)")
 
 
+def check_stage_rewarmup(cfg: JobConfig) -> None:
+    """A qat/distill re-warmup plus the decay fits inside the stage's derived length (stage.tokens=auto too)."""
+    st = cfg.stage
+    if st.name == "pretrain" or st.rewarmup_steps == 0:
+        return
+    # Imported here: stage_length reads ConfigError and parse_tokens from this module.
+    from bitcpm.config.stage_length import stage_length
+
+    length = stage_length(cfg)
+    if not length.known:
+        return  # the source run does not exist yet (a later pipeline stage): checked when the stage starts
+    decay = math.floor(cfg.optim.decay_fraction * length.steps)
+    if st.rewarmup_steps + decay > length.steps:
+        _fail(
+            f"stage.rewarmup_steps={st.rewarmup_steps} + decay ({cfg.optim.decay_fraction} x {length.steps}) "
+            f"exceeds the stage's {length.steps} steps ({length.origin})"
+        )
+
+
 def check_data(cfg: JobConfig) -> None:
     """The mixture has sources with positive weights and a usable held-out split."""
     d = cfg.data
@@ -368,7 +378,7 @@ def check_launcher_placement(cfg: JobConfig) -> None:
     if lc.hosts and len(lc.hosts) != lc.nodes:
         _fail(f"launcher.hosts lists {len(lc.hosts)} nodes but launcher.nodes={lc.nodes}")
     if lc.rank_table:
-        per_node = world_size(cfg) // lc.nodes
+        per_node = procs_per_node(cfg)
         if not lc.hosts:
             _fail("launcher.rank_table=true needs launcher.hosts (node addresses in node-rank order)")
         for node, host in enumerate(lc.hosts):
@@ -415,6 +425,7 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_sequence,
     check_stage,
     check_schedule,
+    check_stage_rewarmup,
     check_data,
     check_intervals,
     check_launcher_placement,

@@ -16,35 +16,42 @@ from bitcpm.data.permutation import FeistelPermutation, mix64
 SCAN_CHUNK_TOKENS = 1 << 24
 
 
+Sequences = tuple[int, int] | None
+"""A range [first, stop) of sequence numbers of an indexed dataset; None: all of them."""
+
+
 class TokenStream:
-    """All sequences of a megatron indexed dataset viewed as one memory-mapped token stream."""
+    """Sequences of a megatron indexed dataset (all, or a contiguous range) viewed as one memory-mapped stream."""
 
-    def __init__(self, prefix: str) -> None:
-        self._open(prefix)
+    def __init__(self, prefix: str, sequences: Sequences = None) -> None:
+        self._open(prefix, sequences)
 
-    def __getstate__(self) -> dict[str, str]:
+    def __getstate__(self) -> dict:
         # Pickle (e.g. into DataLoader workers) by path and re-map, instead of copying mmap'd arrays.
-        return {"prefix": self.prefix}
+        return {"prefix": self.prefix, "sequences": self.sequences}
 
-    def __setstate__(self, state: dict[str, str]) -> None:
-        self._open(state["prefix"])
+    def __setstate__(self, state: dict) -> None:
+        self._open(state["prefix"], state.get("sequences"))
 
-    def _open(self, prefix: str) -> None:
+    def _open(self, prefix: str, sequences: Sequences) -> None:
         """Map the .idx/.bin pair at `prefix`."""
-        self.prefix = prefix
+        self.prefix, self.sequences = prefix, sequences
         bin_path = prefix + ".bin"
         if not os.path.isfile(bin_path) or not os.path.isfile(prefix + ".idx"):
             raise ValueError(f"no indexed dataset at {prefix} (.bin/.idx missing)")
         # numpy cannot mmap an empty file, and an empty split (valid_fraction=0) is legitimate.
         self.dataset = None if os.path.getsize(bin_path) == 0 else indexed_dataset_module().IndexedDataset(prefix)
-        if self.dataset is None:
+        first, stop = (0, 0) if self.dataset is None else (sequences or (0, len(self.dataset)))
+        if first >= stop:
             self.total_tokens = 0
             return
         index = self.dataset.index
         self.itemsize = int(index.dtype_size)
-        # Pointers are byte offsets written back to back, so pointer / itemsize is the stream position.
-        self.pointers = index.sequence_pointers
-        self.lengths = index.sequence_lengths
+        # Pointers are byte offsets written back to back, so (pointer - first pointer) / itemsize is the
+        # position in the stream of the range.
+        self.pointers = index.sequence_pointers[first:stop] - index.sequence_pointers[first]
+        self.lengths = index.sequence_lengths[first:stop]
+        self.first = first
         self.total_tokens = int(self.pointers[-1]) // self.itemsize + int(self.lengths[-1])
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -60,7 +67,7 @@ class TokenStream:
             seq_start = int(self.pointers[seq]) // self.itemsize
             take = min(stop, seq_start + int(self.lengths[seq])) - pos
             if take > 0:
-                pieces.append(self.dataset.get(seq, offset=pos - seq_start, length=take))
+                pieces.append(self.dataset.get(self.first + seq, offset=pos - seq_start, length=take))
                 pos += take
             seq += 1
         return np.concatenate(pieces).astype(np.int64)
@@ -69,10 +76,10 @@ class TokenStream:
 class TokenWindows:
     """Non-overlapping windows of seq_length + 1 tokens; window i covers [i*seq, i*seq + seq + 1)."""
 
-    def __init__(self, prefix: str, seq_length: int) -> None:
+    def __init__(self, prefix: str, seq_length: int, sequences: Sequences = None) -> None:
         if seq_length < 1:
             raise ValueError(f"seq_length must be positive, got {seq_length}")
-        self.stream = TokenStream(prefix)
+        self.stream = TokenStream(prefix, sequences)
         self.seq_length = seq_length
 
     def __len__(self) -> int:
@@ -177,9 +184,9 @@ def get_batch(
     return torch.from_numpy(np.stack(rows)).long()
 
 
-def unigram_entropy(prefix: str) -> float:
+def unigram_entropy(prefix: str, sequences: Sequences = None) -> float:
     """Entropy (nats/token) of the token frequency distribution of a split: the unigram-model loss."""
-    stream = TokenStream(prefix)
+    stream = TokenStream(prefix, sequences)
     if stream.total_tokens == 0:
         raise ValueError(f"{prefix} holds no tokens")
     counts = np.zeros(0, dtype=np.int64)

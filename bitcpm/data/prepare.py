@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bitcpm.data.indexed import indexed_dataset_module
+from bitcpm.data.progress import DataProgress, say
 from bitcpm.data.sources import BUILTIN, count_records, file_sha256, iter_texts, resolve_input
 from bitcpm.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_fingerprint
 
@@ -36,7 +37,9 @@ META_FILE = "meta.json"
 FORMAT = "bitcpm-prepared-v1"
 # uint16 halves disk and page-cache use; the margin keeps ids clear of the type's maximum.
 UINT16_VOCAB_LIMIT = 65500
-BATCH_CHARS = 4_000_000
+# Small enough that progress advances a few dozen times over the built-in corpus; large enough to keep the
+# tokenizer's batch parallelism busy.
+BATCH_CHARS = 250_000
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,10 @@ def _write_splits(
     builders = {split: builder_class(str(output_dir / f"{split}.bin"), dtype=dtype) for split in SPLITS}
     counts = {split: {"documents": 0, "tokens": 0} for split in SPLITS}
     index = 0
+    progress = DataProgress(f"tokenizing into {output_dir}", len(mask), "documents")
     try:
         for batch in _batches(paths, text_key):
+            progress.update(len(batch), f"{sum(c['tokens'] for c in counts.values()):,} tokens")
             for ids in tok.encode_batch(batch):
                 split = "valid" if mask[index] else "train"
                 index += 1
@@ -166,6 +171,7 @@ def _write_splits(
     finally:
         for split, builder in builders.items():
             builder.finalize(str(output_dir / f"{split}.idx"))
+    progress.close(f"{counts['train']['tokens']:,} train + {counts['valid']['tokens']:,} valid tokens")
     return counts
 
 
@@ -195,6 +201,7 @@ def prepare_dataset(
     output_dir.mkdir(parents=True, exist_ok=True)
     # Remove a stale meta.json first: from here on the directory is incomplete until the final replace.
     (output_dir / META_FILE).unlink(missing_ok=True)
+    say(f"preparing {', '.join(str(name) for name in inputs)} with tokenizer {tokenizer} (first use; cached after)")
     tok = load_tokenizer(tokenizer)
     num_documents = sum(count_records(path) for path in paths)
     mask = _valid_mask(num_documents, valid_fraction, seed)

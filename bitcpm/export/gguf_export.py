@@ -23,7 +23,7 @@ import torch
 
 from bitcpm.config.root import JobConfig
 from bitcpm.export.source import Source
-from bitcpm.export.weights import TernaryTensor, ternary_state
+from bitcpm.export.weights import TernaryTensor, split_to_hf, ternary_state
 
 BLOCK = 256
 _LAYER_TENSORS = {
@@ -74,7 +74,6 @@ def _permute_rows(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 def _hf_parts(source: Source) -> tuple[dict[str, torch.Tensor], dict[str, TernaryTensor]]:
     """minicpm-layout tensors (fp32) and the trits/scales of the ternary ones under their HF names."""
-    from bitcpm.export.packed import _split
     from bitcpm.export.weights import fake_quantized_state
     from bitcpm.models.minicpm.hf_layout import to_hf
 
@@ -82,7 +81,7 @@ def _hf_parts(source: Source) -> tuple[dict[str, torch.Tensor], dict[str, Ternar
     dense = to_hf(fake_quantized_state(source.model), cfg, "minicpm")
     ternary: dict[str, TernaryTensor] = {}
     for name, parts in ternary_state(source.model).items():
-        ternary |= _split(name, parts, cfg)
+        ternary |= split_to_hf(name, parts, cfg)
     return dense, ternary
 
 

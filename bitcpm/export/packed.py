@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from bitcpm.export.source import Source
-from bitcpm.export.weights import TernaryTensor, fake_quantized_state, ternary_state
+from bitcpm.export.weights import fake_quantized_state, split_to_hf, ternary_state
 
 FORMAT = "bitcpm-ternary-packed-v1"
 _TRITS_PER_BYTE = {"2": 4, "1.6": 5}
@@ -74,23 +74,6 @@ def unpack_scales(tensors: dict[str, torch.Tensor], name: str, base: int, shape:
     return bits.to(torch.int16).view(torch.bfloat16).reshape(shape)
 
 
-def _split(name: str, parts: TernaryTensor, cfg) -> dict[str, TernaryTensor]:
-    """HF (minicpm-layout) names of a megatron weight's trits/scales: fused rows split as hf_layout does."""
-    from bitcpm.models.minicpm.hf_layout import hf_names, split_qkv
-
-    targets = hf_names(name)
-    if len(targets) == 1:
-        return {targets[0]: parts}
-    if name.endswith("linear_qkv.weight"):
-        trits, scales = split_qkv(parts.trits, cfg), split_qkv(parts.scales, cfg)
-    else:
-        trits, scales = parts.trits.chunk(2, dim=0), parts.scales.chunk(2, dim=0)
-    return {
-        t: TernaryTensor(tr.contiguous(), sc.contiguous(), parts.group_size)
-        for t, tr, sc in zip(targets, trits, scales, strict=True)
-    }
-
-
 def reference_tensors(source: Source, scale_dtype: str) -> dict[str, torch.Tensor]:
     """What unpacking must give: the minicpm-layout HF export in the scales' dtype."""
     from bitcpm.models.minicpm.hf_layout import to_hf
@@ -109,7 +92,7 @@ def write_packed(source: Source, out: Path, bits: str, scale_dtype: str = "bf16"
     shapes, bases, quant_weights, quant_bytes = {}, {}, 0, 0
     print(f"export packed: packing {source.checkpoint} ({bits} bits per trit, {scale_dtype} scales)", flush=True)
     for name, parts in ternary_state(source.model).items():
-        for hf_name, piece in _split(name, parts, cfg).items():
+        for hf_name, piece in split_to_hf(name, parts, cfg).items():
             del tensors[hf_name]
             packed = {f"{hf_name}.trits": pack_codes(piece.trits + 1, bits)}
             if scale_dtype == "bf16":

@@ -2,8 +2,8 @@
 
 A run directory means its newest complete checkpoint. The model is built at tp=1 in fp32 on the CPU with the
 run's quantizer, so its forward is bitcpm's own forward of the trained weights (the reference every export is
-verified against). Reading the weights is `_load_weights`: swap it for the checkpoint module's loader when the
-checkpoint format changes; nothing else here knows the format.
+verified against). Reading the weights is `_load_weights`, the checkpoint module's weights-only loader: nothing
+else here knows the checkpoint format.
 """
 
 from __future__ import annotations

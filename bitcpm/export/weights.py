@@ -70,6 +70,23 @@ def fake_quantized_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def split_to_hf(name: str, parts: TernaryTensor, cfg) -> dict[str, TernaryTensor]:
+    """HF (minicpm-layout) names of a megatron weight's trits/scales: fused rows split as hf_layout does."""
+    from bitcpm.models.minicpm.hf_layout import hf_names, split_qkv
+
+    targets = hf_names(name)
+    if len(targets) == 1:
+        return {targets[0]: parts}
+    if name.endswith("linear_qkv.weight"):
+        trits, scales = split_qkv(parts.trits, cfg), split_qkv(parts.scales, cfg)
+    else:
+        trits, scales = parts.trits.chunk(2, dim=0), parts.scales.chunk(2, dim=0)
+    return {
+        t: TernaryTensor(tr.contiguous(), sc.contiguous(), parts.group_size)
+        for t, tr, sc in zip(targets, trits, scales, strict=True)
+    }
+
+
 def megatron_logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """bitcpm's forward of [batch, seq] tokens on a tp=1 model: fp32 logits [batch, seq, vocab]."""
     from bitcpm.training.steps import causal_mask

@@ -31,7 +31,7 @@ def run_task(cfg: DictConfig) -> int:
     """A single run (no -m): compose + validate + plan (exit 2 on a bad config), then launch."""
     from hydra.core.hydra_config import HydraConfig
 
-    from bitcpm.frontend.launch import print_plans, run_single
+    from bitcpm.frontend.launch import memory_refusal, print_plans, run_single
     from bitcpm.frontend.members import plan_members
 
     hc = HydraConfig.get()
@@ -46,6 +46,9 @@ def run_task(cfg: DictConfig) -> int:
     except Exception as exc:  # raised out of the task, Hydra would print its own lines first
         return error_exit(one_line_error(exc))
     print_plans([member])
+    refusal = memory_refusal([member])
+    if refusal is not None:
+        return error_exit(refusal)
     _LAUNCHED["single"] = True
     return run_single(member)
 
@@ -69,24 +72,6 @@ def check_command_line_types(argv: list[str]) -> None:
     check_override_types(list(args.overrides or []), JobConfig)
 
 
-def expose_launcher_plugin() -> None:
-    """Let Hydra's plugin scan find hydra_plugins/bitcpm_launcher under every install layout.
-
-    An editable install (`pip install -e .`) maps packages through an import hook that pkgutil, which
-    Hydra's scan uses, cannot list; putting the directory holding hydra_plugins/ on sys.path (last, so it
-    shadows nothing) makes the scan see the plugin. A regular install is already on sys.path: no change.
-    """
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("hydra_plugins.bitcpm_launcher")
-    if spec is None or spec.origin is None:
-        return
-    root = str(Path(spec.origin).resolve().parents[2])
-    if root not in sys.path:
-        sys.path.append(root)
-
-
 def run(argv: list[str]) -> int:
     """Run Hydra on argv; returns the process exit code."""
     import hydra
@@ -100,7 +85,6 @@ def run(argv: list[str]) -> int:
     expose_hydra_plugins()
     register_schema()
     register_sweeps()
-    expose_launcher_plugin()
     try:
         check_command_line_types(argv)
     except Exception as exc:

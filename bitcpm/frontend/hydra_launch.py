@@ -72,8 +72,9 @@ def study_name(config: DictConfig) -> str:
 
 def launch_batch(config: DictConfig, batch: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
     """Plan every member of the batch (ConfigError stops here), then run the study; a JobReturn per member."""
+    from bitcpm.config.validate import ConfigError
     from bitcpm.frontend.compose import CommandLine
-    from bitcpm.frontend.launch import print_plans
+    from bitcpm.frontend.launch import memory_refusal, print_plans
     from bitcpm.frontend.study import plan_study, run_study
 
     cmd = CommandLine(
@@ -88,6 +89,9 @@ def launch_batch(config: DictConfig, batch: list[list[str]], initial_job_idx: in
         jobs = sum(len(m.stages) for m in study.members)
         print(f"bitcpm: study {name}: {len(study.members)} member(s), {jobs} job(s) planned; dry run, nothing started")
         return [_job_return(o, JobStatus.COMPLETED, None) for o in batch]
+    refusal = memory_refusal(study.members)
+    if refusal is not None:  # nothing of the study starts when one member cannot fit
+        raise ConfigError(refusal)
     _STATE.started = True
     results = run_study(study)
     failed = [r for r in results if r.failed]

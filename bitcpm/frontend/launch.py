@@ -55,6 +55,20 @@ def print_plans(members: list[Member]) -> None:
             print(plan_text(stage.job), flush=True)
 
 
+def memory_refusal(members: list[Member]) -> str | None:
+    """Why these planned jobs must not start (a plan exceeds device memory), or None; dry runs never refuse."""
+    from bitcpm.frontend.submission import launch_refusal
+
+    for member in members:
+        if member.job.dry_run:
+            continue
+        for stage in member.stages:
+            reason = launch_refusal(stage.job)
+            if reason is not None:
+                return f"pipeline stage '{stage.name}': {reason}" if member.is_pipeline else reason
+    return None
+
+
 def run_single(member: Member) -> int:
     """A plain run: its one job, or its recipe's stages (the plan is already printed)."""
     if member.job.dry_run:

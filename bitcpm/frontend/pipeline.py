@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bitcpm.config.root import JobConfig
-from bitcpm.config.validate import ConfigError
+from bitcpm.config.validate import ConfigError, validate
 from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.frontend.rundir import run_dir_for
 
@@ -76,6 +77,12 @@ def run_pipeline(stages: list[PipelineStage], launch: Callable[[JobConfig, list[
     """Launch the stages in order; stop at the first that does not finish."""
     for i, stage in enumerate(stages, 1):
         print(f"bitcpm: pipeline stage {i}/{len(stages)} '{stage.name}' -> {stage.run_dir}", flush=True)
+        try:
+            # Rules that read an earlier stage's output (stage.tokens=auto vs stage.rewarmup_steps) hold only now.
+            validate(stage.job)
+        except ConfigError as exc:
+            print(f"bitcpm: error: pipeline stage '{stage.name}': {exc}", file=sys.stderr)
+            return 2
         code = launch(stage.job, stage.overrides)
         if code != 0:
             print(f"bitcpm: pipeline stopped: stage '{stage.name}' exited with {code}")

@@ -15,6 +15,9 @@ def math_relevant(job: JobConfig) -> dict[str, Any]:
     """The parts of a job that change the trained weights (not tracking, launcher, cadences)."""
     data = asdict(job.data)
     data.pop("cache_dir")
+    for source in data["sources"]:
+        if source.get("megatron_prefix") is None:  # keys added later leave earlier run directories' hashes alone
+            source.pop("megatron_prefix", None)
     return {
         "model": asdict(job.model),
         "quant": asdict(job.quant),

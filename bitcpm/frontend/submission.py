@@ -9,16 +9,12 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from bitcpm.config.derived import procs_per_node
 from bitcpm.config.launcher import CannConfig
 from bitcpm.config.root import JobConfig
 from launchers.request import LaunchRequest, NodeScriptOptions, SlurmOptions
 
 VERSION_CHECK_MODULE = "launchers.ascend_check"
-
-
-def procs_per_node(job: JobConfig) -> int:
-    """Ranks on each node."""
-    return job.launcher.world_size(job.parallel.model_parallel_size) // job.launcher.nodes
 
 
 def on_slurm(job: JobConfig) -> bool:
@@ -126,6 +122,16 @@ def describe_launch(job: JobConfig, worker_module: str = "bitcpm.worker") -> lis
     if job.launcher.name == "ascend" and job.hardware.device != "npu":
         lines.append(f"WARNING    launcher=ascend with hardware.device={job.hardware.device}: no CANN/HCCL environment")
     return lines + [f"           {line}" if line else "" for line in text.splitlines()]
+
+
+def launch_refusal(job: JobConfig) -> str | None:
+    """Why a planned job must not launch (its memory plan exceeds the device), or None."""
+    from bitcpm.plan.memory import memory_overflow
+
+    if job.hardware.allow_memory_overflow:
+        return None
+    reason = memory_overflow(job)
+    return None if reason is None else f"{reason}; set hardware.allow_memory_overflow=true to launch anyway"
 
 
 def plan_text(job: JobConfig) -> str:

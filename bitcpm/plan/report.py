@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from bitcpm.config.root import JobConfig
 from bitcpm.plan.counts import human
-from bitcpm.plan.estimate import estimate_memory, memory_lines, node_lines, step_lines
+from bitcpm.plan.estimate import memory_lines, node_lines, step_lines
 from bitcpm.plan.layout import Plan
+from bitcpm.plan.memory import estimate_memory
 
 
 def format_plan(cfg: JobConfig, plan: Plan, launch_lines: list[str] = (), max_ranks: int = 16) -> str:
@@ -19,10 +20,13 @@ def format_plan(cfg: JobConfig, plan: Plan, launch_lines: list[str] = (), max_ra
         f"/{m.num_kv_heads} head_dim={m.kv_channels} vocab={m.vocab_size} m={m.width_mult:g}",
         f"quant      {quant}   stage {cfg.stage.name}",
         f"compute    {human(plan.flops_per_token)}FLOP/token (seq {cfg.train.seq_length}), "
-        f"{plan.tokens_per_step:,} tokens/step, {cfg.train.steps} steps = "
-        f"{human(plan.tokens_per_step * cfg.train.steps)} tokens",
-        f"parallel   world={plan.world_size} tp={p.tp} pp={p.pp} cp={p.cp} dp={plan.dp} "
-        f"micro={p.micro_batch_size} global={p.global_batch_size} accumulation={plan.grad_accumulation}",
+        f"{plan.tokens_per_step:,} tokens/step, {plan.length.steps} steps = "
+        f"{human(plan.tokens_per_step * plan.length.steps)} tokens"
+        + ("" if plan.length.origin == "train.steps" else f" ({plan.length.origin})"),
+        f"parallel   world={plan.world_size} tp={p.tp} pp={p.pp}"
+        + (f" (virtual {p.virtual_pp})" if p.virtual_pp > 1 else "")
+        + f" cp={p.cp} dp={plan.dp} micro={p.micro_batch_size} global={p.global_batch_size} "
+        f"micro-batches/step={plan.micro_batches_per_step}",
         f"hardware   {cfg.hardware.name} ({cfg.hardware.device}, {cfg.hardware.dist_backend}, "
         f"{cfg.hardware.dtype}) x {plan.world_size} on {cfg.launcher.nodes} node(s), launcher {cfg.launcher.name}",
         "ranks      rank node local  tp cp dp pp",
@@ -32,7 +36,7 @@ def format_plan(cfg: JobConfig, plan: Plan, launch_lines: list[str] = (), max_ra
     if len(plan.layout) > max_ranks:
         lines.append(f"           ... {len(plan.layout) - max_ranks} more ranks")
     lines += node_lines(plan, cfg.launcher.nodes)
-    lines += memory_lines(cfg, estimate_memory(cfg, plan))
+    lines += memory_lines(cfg, plan, estimate_memory(cfg))
     lines += step_lines(cfg, plan)
     lines += launch_lines
     return "\n".join(lines)

@@ -71,6 +71,12 @@ def _full_state(model: torch.nn.Module, shards: list[dict[str, Any]]) -> tuple[d
 
 def convert(ckpt_dir: Path) -> Path:
     """Convert one old checkpoint directory in place; returns where the old files were kept."""
+    ckpt_dir = ckpt_dir.resolve()
+    shards = read_legacy(ckpt_dir)  # checked before megatron is imported: a refusal is one quiet line
+    run_dir = ckpt_dir.parent.parent
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        raise ConvertError(f"{config} not found: the converter builds the model from the run's config")
     from megatron.core import parallel_state
 
     from bitcpm.backends import cpu
@@ -78,12 +84,6 @@ def convert(ckpt_dir: Path) -> Path:
     from bitcpm.models import build_model
     from bitcpm.quant.converter import convert_to_ternary
 
-    ckpt_dir = ckpt_dir.resolve()
-    shards = read_legacy(ckpt_dir)
-    run_dir = ckpt_dir.parent.parent
-    config = run_dir / "config.yaml"
-    if not config.exists():
-        raise ConvertError(f"{config} not found: the converter builds the model from the run's config")
     job = load_job(config)
     step = int(shards[0]["step"])
     if not torch.distributed.is_initialized():

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from bitcpm.config.data import DataConfig
-from bitcpm.data.dataset import BlendedSampleOrder, TokenWindows, get_batch, unigram_entropy
-from bitcpm.data.prepare import PreparedDataset, dataset_cache_dir, prepare_dataset
+from bitcpm.data.dataset import BlendedSampleOrder, TokenWindows, get_batch
+from bitcpm.data.mixture import SourceSplits, prepare_sources
 from bitcpm.training.distributed import barrier
 
 
@@ -21,7 +20,7 @@ class TrainingData:
     valid: list[TokenWindows]
     train_order: BlendedSampleOrder
     valid_order: BlendedSampleOrder
-    prepared: list[PreparedDataset]
+    prepared: list[SourceSplits]
     names: list[str]
 
     def train_micro_batch(self, first_sample: int, size: int) -> torch.Tensor:
@@ -34,32 +33,23 @@ class TrainingData:
 
     def valid_unigram_entropy(self) -> list[float]:
         """Unigram entropy (nats/token) of each source's held-out split."""
-        return [unigram_entropy(p.prefix("valid")) for p in self.prepared]
-
-
-def _prepare_all(cfg: DataConfig) -> list[PreparedDataset]:
-    root = Path(cfg.cache_dir)
-    out = []
-    for src in cfg.sources:
-        target = dataset_cache_dir(root, src.inputs, cfg.tokenizer, cfg.valid_fraction, cfg.text_key)
-        out.append(prepare_dataset(src.inputs, cfg.tokenizer, target, cfg.valid_fraction, cfg.text_key, seed=cfg.seed))
-    return out
+        return [p.unigram_entropy("valid") for p in self.prepared]
 
 
 def build_training_data(cfg: DataConfig, seq_length: int, is_main: bool, vocab_size: int) -> TrainingData:
     """Prepare (cached) on rank 0 while the others wait, then open the windows on every rank."""
     if is_main:
-        prepared = _prepare_all(cfg)
+        prepared = prepare_sources(cfg, vocab_size)
     barrier()
     if not is_main:
-        prepared = _prepare_all(cfg)  # a cache hit now: the metadata is complete
+        prepared = prepare_sources(cfg, vocab_size)  # a cache hit now: the metadata is complete
     for src, p in zip(cfg.sources, prepared, strict=True):
         if p.vocab_size > vocab_size:
             raise ValueError(
                 f"data source '{src.name}': tokenizer has {p.vocab_size} tokens but model.vocab_size={vocab_size}"
             )
-    train = [TokenWindows(p.prefix("train"), seq_length) for p in prepared]
-    valid = [TokenWindows(p.prefix("valid"), seq_length) for p in prepared]
+    train = [p.windows("train", seq_length) for p in prepared]
+    valid = [p.windows("valid", seq_length) for p in prepared]
     for src, t, v in zip(cfg.sources, train, valid, strict=True):
         if len(t) == 0 or len(v) == 0:
             raise ValueError(f"data source '{src.name}' is too small for train.seq_length={seq_length}")

@@ -182,7 +182,7 @@ def _alias(key: str, saved: set[str]) -> str:
             for candidate in [p + bare for p in _MAIN_PARAM_ALIASES] + [bare]:
                 if candidate in saved:
                     return candidate
-    raise KeyError(f"checkpoint has no tensor {key!r} (nor an equivalent one)")
+    raise ValueError(f"checkpoint has no tensor {key!r} (nor an equivalent one): saved by another model?")
 
 
 def _seed_fresh_state(optimizer) -> None:

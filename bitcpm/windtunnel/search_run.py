@@ -87,6 +87,11 @@ def run_search(args: SearchArgs) -> int:
     from bitcpm.frontend.compose import CommandLine, compose_job
 
     job = compose_job(CommandLine(), args.overrides)  # a bad fixed override stops here, before any trial
+    if args.sampler == "grid":
+        from bitcpm.windtunnel.space import trial_overrides
+
+        for point in grid_points(args.params):  # every member validated before the first starts
+            compose_job(CommandLine(), [*args.overrides, *trial_overrides(point, job.model)])
     total = args.trials if args.trials is not None else len(grid_points(args.params))
     storage = args.storage or default_storage(job)
     study = open_study(args, storage)

@@ -12,7 +12,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.frontend.members import plan_members
 from bitcpm.frontend.sweeps import study_names
-from bitcpm.presets import sweeps_dir
 
 SHIPPED = ["batch_size", "group_size", "init_scales", "lr_width", "lr_width_sp", "qat_fraction", "qat_lr"]
 
@@ -26,9 +25,19 @@ def _members(name: str) -> list[list[str]]:
     """The study's batch as Hydra's BasicSweeper builds it: the cartesian product of its sweeper params."""
     import itertools
 
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    params = OmegaConf.load(sweeps_dir() / f"{name}.yaml").hydra.sweeper.params
+    from bitcpm.config.store import register_schema
+    from bitcpm.frontend.sweeps import register_sweeps
+    from bitcpm.presets import conf_dir
+
+    register_schema()
+    register_sweeps()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        # The study's search space as Hydra composes it (a study may inherit it from another).
+        params = compose("train", overrides=[f"sweep={name}"], return_hydra_config=True).hydra.sweeper.params
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed]
     return [[f"sweep={name}", *combo] for combo in itertools.product(*axes)]

@@ -19,6 +19,31 @@ import torch
 SEED, BATCH = 99, 4
 
 
+def _old_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """torch AdamW as earlier bitcpm built it: groups that record their parameters' names."""
+    groups: dict[bool, dict] = {}
+    for name, param in model.named_parameters():
+        matrix = param.dim() >= 2
+        group = groups.setdefault(matrix, {"params": [], "names": [], "weight_decay": weight_decay if matrix else 0.0})
+        group["params"].append(param)
+        group["names"].append(name)
+    return torch.optim.AdamW(list(groups.values()), lr=lr, betas=(0.9, 0.95))
+
+
+def _old_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor) -> float:
+    """Earlier bitcpm's loop on one micro-batch: forward, backward, AdamW (tp ranks see the same batch)."""
+    from bitcpm.quant.converter import refresh_quantized_weights
+    from bitcpm.training.steps import lm_loss
+
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = lm_loss(model, tokens)
+    loss.backward()
+    optimizer.step()
+    refresh_quantized_weights(model)
+    return float(loss.detach())
+
+
 def _tokens(step: int, seq: int, vocab: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(SEED + step)
     return torch.randint(0, vocab, (BATCH, seq + 1), generator=g)
@@ -35,21 +60,19 @@ def main() -> None:
     from bitcpm.quant.converter import convert_to_ternary
     from bitcpm.training import checkpoint as ckpt
     from bitcpm.training.distributed import init_distributed
-    from bitcpm.training.optim import build_optimizer
-    from bitcpm.training.steps import train_step
 
     job = load_job(run_dir / "config.yaml")
     tp = int(os.environ.get("WORLD_SIZE", "1"))
     info = init_distributed(get_backend("cpu"), "gloo", tp, 1, 1, job.train.seed)
     model = build_model(job.model, seq_length=job.train.seq_length, tp=tp, dtype="float32", device="cpu")
     convert_to_ternary(model, job.quant)
-    optimizer = build_optimizer(model, job.model, job.optim, job.optim.lr)
+    optimizer = _old_optimizer(model, job.optim.lr, job.optim.weight_decay)
     seq, vocab = job.train.seq_length, job.model.vocab_size
     losses, step = {}, 0
     if mode == "resume":
         step = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir), [model], optimizer)["step"]
     for _ in range(steps if mode == "write" else 0):
-        losses[step + 1] = train_step(model, optimizer, [_tokens(step, seq, vocab)], job.optim.clip_grad).loss
+        losses[step + 1] = _old_step(model, optimizer, _tokens(step, seq, vocab))
         step += 1
     if mode == "write":
         target = ckpt.step_dir(run_dir, step)
@@ -73,7 +96,7 @@ def main() -> None:
         if info.rank == 0:
             (target / ckpt.COMPLETE).write_text(f"{step}\n")
     for _ in range(more):
-        losses[step + 1] = train_step(model, optimizer, [_tokens(step, seq, vocab)], job.optim.clip_grad).loss
+        losses[step + 1] = _old_step(model, optimizer, _tokens(step, seq, vocab))
         step += 1
     if info.rank == 0:
         Path(out).write_text(json.dumps(losses))

@@ -36,9 +36,8 @@ def test_g256_round_trips_exactly_through_ggufs_reader(tmp_path: Path, qat_g256:
     import gguf
 
     from bitcpm.export.gguf_export import gguf_name
-    from bitcpm.export.packed import _split
     from bitcpm.export.source import open_source
-    from bitcpm.export.weights import ternary_state
+    from bitcpm.export.weights import split_to_hf, ternary_state
 
     out = tmp_path / "model.gguf"
     proc = _export(str(qat_g256), str(out))
@@ -55,7 +54,7 @@ def test_g256_round_trips_exactly_through_ggufs_reader(tmp_path: Path, qat_g256:
     tensors = {t.name: t for t in reader.tensors}
     ternary = {}
     for name, parts in ternary_state(source.model).items():
-        ternary |= _split(name, parts, cfg)
+        ternary |= split_to_hf(name, parts, cfg)
     assert len(ternary) == 7 * cfg.num_layers
     for hf_name, parts in ternary.items():
         t = tensors[gguf_name(hf_name)]

@@ -131,15 +131,22 @@ def test_weights_move_between_tp_sizes(tmp_path: Path, data_cache: Path, first: 
     assert again == pytest.approx(final, abs=2e-4)
 
 
-def test_resume_at_another_tp_continues_training(tmp_path: Path, data_cache: Path, reference: dict[int, float]) -> None:
-    crashed = run_train([*BASE, "parallel=tp2"], tmp_path, data_cache, env={"BITCPM_FAULT": "mid_step@5"})
+def test_resume_at_another_tp_continues_training(tmp_path: Path, data_cache: Path) -> None:
+    # Without QAT: ternary rounding turns tp=2's float-order differences into trit flips that grow over steps
+    # (~2e-3 by step 7 here), which says nothing about the checkpoint. Exact layout checks: test_checkpoint_layouts.
+    args = [*BASE, "quant=none"]
+    (tmp_path / "reference").mkdir()
+    single = run_train([*args, "parallel=single"], tmp_path / "reference", data_cache)
+    assert single.returncode == 0, single.stderr[-3000:]
+    reference = _losses(only_run_dir(tmp_path / "reference"))
+    crashed = run_train([*args, "parallel=tp2"], tmp_path, data_cache, env={"BITCPM_FAULT": "mid_step@5"})
     assert crashed.returncode != 0
-    rerun = run_train([*BASE, "parallel=single"], tmp_path, data_cache)
+    rerun = run_train([*args, "parallel=single"], tmp_path, data_cache)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "(step 4)" in rerun.stdout
     losses = _losses(only_run_dir(tmp_path))
     for step in range(1, 9):  # optimizer moments were resharded too: the run continues as at tp=1
-        assert losses[step] == pytest.approx(reference[step], abs=1e-3), (step, losses, reference)
+        assert losses[step] == pytest.approx(reference[step], abs=1e-4), (step, losses, reference)
 
 
 def test_crash_before_first_checkpoint_says_so(tmp_path: Path, data_cache: Path) -> None:

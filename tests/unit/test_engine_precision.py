@@ -18,7 +18,7 @@ def _job(*overrides: str):
             "model.hidden_size=128",
             "model.intermediate_size=256",
             "model.dim_model_base=64",
-            "model.vocab_size=512",
+            "model.vocab_size=8192",
             "train.seq_length=16",
             "parallel.micro_batch_size=2",
             "parallel.global_batch_size=4",
@@ -31,7 +31,7 @@ def _job(*overrides: str):
     return job
 
 
-def _batches(step: int, vocab: int = 512) -> list[torch.Tensor]:
+def _batches(step: int, vocab: int = 8192) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(step)
     return [torch.randint(0, vocab, (2, 17), generator=gen) for _ in range(2)]
 

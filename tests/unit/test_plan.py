@@ -41,4 +41,4 @@ def test_rank_layout_is_tp_fastest() -> None:
     plan = make_plan(job)
     assert plan.world_size == 4 and plan.dp == 2
     assert [(r.tp, r.dp) for r in plan.layout] == [(0, 0), (1, 0), (0, 1), (1, 1)]
-    assert plan.grad_accumulation == 1
+    assert plan.micro_batches_per_step == 1

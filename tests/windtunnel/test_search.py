@@ -49,10 +49,14 @@ def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path: Path, 
         time.sleep(1)
         if first.poll() is not None:
             pytest.fail("the driver ended before it could be killed:\n" + first.stdout.read())
-        if (tmp_path / "optuna.db").exists():
+        if not (tmp_path / "optuna.db").exists():
+            continue
+        try:
             states = [t.state for t in study_trials(storage, "resume")]
-            if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
-                break
+        except KeyError:  # the database exists a moment before the study is in it
+            continue
+        if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
+            break
     os.killpg(first.pid, signal.SIGKILL)  # the driver and its trial, as a lost terminal would
     first.wait()
     before = study_trials(storage, "resume")
