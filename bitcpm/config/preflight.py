@@ -13,11 +13,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint
 from bitcpm.config.ranges import check_ranges
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError, validate
 
-COMPLETE = "COMPLETE"  # the marker bitcpm.training.checkpoint writes last into a finished checkpoint
 # Keys that fix the shape of every weight: a checkpoint loads into the job only if they agree.
 MODEL_SHAPE_KEYS = (
     "hidden_size",
@@ -93,17 +93,6 @@ def check_tokenizer(job: JobConfig) -> None:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def complete_checkpoint(path: Path) -> Path | None:
-    """The checkpoint a path names: itself when marked complete, else a run directory's newest complete one."""
-    if (path / COMPLETE).is_file():
-        return path
-    root = path / "checkpoints"
-    if not root.is_dir():
-        return None
-    done = [p for p in root.glob("step_*") if (p / COMPLETE).is_file() and p.name[5:].isdigit()]
-    return max(done, key=lambda p: int(p.name[5:]), default=None)
 
 
 def _stored_model(key: str, value: str, checkpoint: Path) -> dict:

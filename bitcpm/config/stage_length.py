@@ -12,10 +12,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bitcpm.config.checkpoints import complete_checkpoint
 from bitcpm.config.derived import tokens_per_step
-from bitcpm.config.preflight import complete_checkpoint
+from bitcpm.config.errors import ConfigError, parse_tokens
 from bitcpm.config.root import JobConfig
-from bitcpm.config.validate import ConfigError, parse_tokens
 
 
 @dataclass(frozen=True)

@@ -11,30 +11,13 @@ from collections.abc import Callable
 
 from bitcpm.backends.capabilities import CAPABILITIES
 from bitcpm.config.derived import data_parallel_size, procs_per_node, world_size  # defined once, in derived
+from bitcpm.config.errors import ConfigError, parse_tokens  # re-exported: the public names
 from bitcpm.config.parallel import derive_layout
 from bitcpm.config.root import JobConfig
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is a single line naming the offending keys."""
-
-
 def _fail(message: str) -> None:
     raise ConfigError(message)
-
-
-def parse_tokens(value: str | None) -> int | str | None:
-    """Parse stage.tokens: None, 'auto', or an integer written as 2000000, 2_000_000 or 2e6."""
-    if value is None or value == "auto":
-        return value
-    text = str(value).replace("_", "")
-    try:
-        number = float(text)
-    except ValueError:
-        raise ConfigError(f"stage.tokens={value}: expected an integer, 'auto' or null") from None
-    if number <= 0 or number != int(number):
-        raise ConfigError(f"stage.tokens={value}: expected a positive integer")
-    return int(number)
 
 
 def check_choices(cfg: JobConfig) -> None:
@@ -323,7 +306,7 @@ def check_stage_rewarmup(cfg: JobConfig) -> None:
     st = cfg.stage
     if st.name == "pretrain" or st.rewarmup_steps == 0:
         return
-    # Imported here: stage_length reads ConfigError and parse_tokens from this module.
+    # Imported here: stage_length reads source runs' files, needed only for QAT stages.
     from bitcpm.config.stage_length import stage_length
 
     length = stage_length(cfg)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from bitcpm.training.faults import crash_point
+from bitcpm.training.fsync import fsync_path
 
 COMPLETE = "COMPLETE"
 _PREFIX = "step_"
@@ -89,22 +90,6 @@ def check_not_legacy(ckpt_dir: Path) -> None:
         )
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(path: Path) -> None:
-    """Flush every file and directory under path to disk (this rank's files are enough: all ranks call it)."""
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            _fsync(Path(dirpath) / name)
-        _fsync(Path(dirpath))
-
-
 def publish(run_dir: Path, step: int, keep_last: int) -> Path:
     """Rank 0, after every shard is written: rename into place, mark complete, prune old ones."""
     tmp, final = temporary_dir(run_dir, step), step_dir(run_dir, step)
@@ -112,12 +97,12 @@ def publish(run_dir: Path, step: int, keep_last: int) -> Path:
     if final.exists():  # a re-save of the same step (e.g. after a crash between rename and marker)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
     crash_point("before_marker", step)
     marker = final / COMPLETE
     marker.write_text(f"{step}\n")
-    _fsync(marker)
-    _fsync(final)
+    fsync_path(marker)
+    fsync_path(final)
     prune(run_dir, keep_last)
     return final
 

@@ -18,6 +18,7 @@ from megatron.core.dist_checkpointing.strategies.base import SaveShardedStrategy
 from bitcpm.training import sharded_state
 from bitcpm.training.checkpoint_progress import WriteProgress, bytes_under, human_bytes
 from bitcpm.training.faults import crash_point, fill_disk_point
+from bitcpm.training.fsync import fsync_tree
 
 # Room for metadata, the common file and filesystem blocks on top of the tensor bytes.
 _SLACK_BYTES, _SLACK_FRACTION = 1 << 20, 0.02
@@ -161,8 +162,6 @@ def write_staged(
         dist_checkpointing.save(
             state, str(tmp), sharded_strategy=strategy, preprocess_common_before_consistancy_check=_without_rank_local
         )
-        from bitcpm.training.checkpoint import fsync_tree
-
         fsync_tree(tmp)
     except Exception as exc:  # noqa: BLE001 - decided below, together with the other ranks
         failed = exc

@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("bitcpm", "launchers")
 
@@ -110,11 +108,6 @@ def test_no_cycle_among_module_level_imports() -> None:
     assert find_cycle(top) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: bitcpm.training.checkpoint <-> checkpoint_write import each other inside functions "
-    "(write_staged / fsync_tree); remove this mark once one of them no longer imports the other",
-)
 def test_no_cycle_counting_imports_inside_functions() -> None:
     _, every = _graphs()
     assert find_cycle(every) is None
