@@ -106,22 +106,36 @@ def test_tp2_job_trains_and_logs_to_mlflow(slurm, tmp_path: Path, warm_cache: Pa
     assert status.returncode == 0 and re.search(rf"^{record.job_id}\s+COMPLETED\s", status.stdout, flags=re.M)
 
 
+def _old_format_run_dir(overrides: list[str], tmp_path: Path, data_cache: Path) -> Path:
+    """Give one member a run directory holding a checkpoint in the pre-dist_checkpointing format.
+
+    Preflight cannot see it (it reads the job's inputs, not its own run directory): the worker finds it on
+    the node and stops with exit 2 and the conversion command, so only that array element fails.
+    """
+    from bitcpm.frontend.compose import CommandLine, compose_job
+    from bitcpm.frontend.rundir import run_dir_for
+
+    job = compose_job(CommandLine(), [*overrides, f"data.cache_dir={data_cache}", f"train.output_root={tmp_path}/out"])
+    step = run_dir_for(job) / "checkpoints" / "step_00000002"
+    step.mkdir(parents=True)
+    (step / "shard_tp00_pp00.pt").write_text("written by an older bitcpm")
+    (step / "COMPLETE").write_text("2\n")
+    return run_dir_for(job)
+
+
 def test_multirun_array_reports_the_failed_member(slurm, tmp_path: Path, warm_cache: Path):
-    # The second tokenizer is the built-in one by path (same data, cache hit); the third does not exist, which
-    # the front end cannot know: that worker exits 2 on the node and only that array element may fail.
-    builtin = REPO / "bitcpm" / "data" / "assets" / "tokenizer"
-    sweep = f"data.tokenizer=builtin,{builtin},{tmp_path}/no-such-tokenizer"
-    proc = run_train(["-m", *_slurm_args(tmp_path, "launcher.time_min=10", sweep)], tmp_path, warm_cache, timeout=400)
+    fixed = _slurm_args(tmp_path, "launcher.time_min=10")
+    broken = _old_format_run_dir([*fixed, "train.seed=3"], tmp_path, warm_cache)
+    proc = run_train(["-m", *fixed, "train.seed=1,2,3"], tmp_path, warm_cache, timeout=400)
     run_dirs = sorted((tmp_path / "out").iterdir())
     records = {d: read_records(d / "launch")[-1] for d in run_dirs if (d / "launch").exists()}
     assert len(records) == 3, _explain(proc)
     bases = {r.job_id.split("_")[0] for r in records.values()}
     assert len(bases) == 1, f"one array expected, got jobs {[r.job_id for r in records.values()]}"
     states = query_states([r.job_id for r in records.values()])
-    outcome = {}
-    for run_dir, record in records.items():
-        tokenizer = re.search(r"^  tokenizer: (.+)$", (run_dir / "config.yaml").read_text(), flags=re.M).group(1)
-        outcome["missing" if "no-such" in tokenizer else tokenizer] = states[record.job_id]
+    outcome = {
+        ("missing" if run_dir == broken else run_dir.name): states[rec.job_id] for run_dir, rec in records.items()
+    }
     assert outcome["missing"].state == "FAILED" and outcome["missing"].exit_code == "2:0", _explain(proc)
     assert [s.state for k, s in outcome.items() if k != "missing"] == ["COMPLETED", "COMPLETED"], _explain(proc)
     assert proc.returncode == 1  # waiting for the array reports its failure
@@ -240,7 +254,7 @@ def test_pipeline_stages_are_chained_with_afterok(slurm, tmp_path: Path, warm_ca
         "optim.warmup_steps=2",
         "train.eval_interval=0",
         "train.eval_batches=2",
-        "pipeline.2.overrides=['stage=distill','quant=ternary_g128','stage.init_from=@qat','stage.teacher_from=@pretrain','train.steps=4']",
+        "pipeline.2.overrides=['stage=distill','quant=ternary_g128','stage.init_from=@qat','stage.teacher_from=@pretrain','train.steps=4','stage.rewarmup_steps=1']",
         *tracking,
     ]
     proc = run_train(args, tmp_path, warm_cache, timeout=600)
@@ -257,4 +271,7 @@ def test_pipeline_stages_are_chained_with_afterok(slurm, tmp_path: Path, warm_ca
     states = query_states([r.job_id for r in records.values()])
     assert {s.state for s in states.values()} == {"COMPLETED"}
     client, runs = _runs(uri)
-    assert {r.data.tags["stage"] for r in runs} == {"pretrain", "qat", "distill"}
+    by_stage = {r.data.tags["stage"]: r for r in runs}
+    assert set(by_stage) == {"pipeline", "pretrain", "qat", "distill"} and len(runs) == 4
+    parent = by_stage.pop("pipeline").info.run_id
+    assert {r.data.tags.get("mlflow.parentRunId") for r in by_stage.values()} == {parent}
