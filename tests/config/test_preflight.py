@@ -8,48 +8,42 @@ from pathlib import Path
 
 import pytest
 
-from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job
+from tests.support.config_errors import config_error
 from tests.support.finished_run import finished_run
-
-
-def _error(overrides: list[str], **kwargs) -> str:
-    with pytest.raises(ConfigError) as info:
-        compose_job(CommandLine(), overrides, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def test_missing_data_input_names_the_source_key(tmp_path: Path) -> None:
     good = tmp_path / "a.jsonl"
     good.write_text(json.dumps({"text": "hello"}) + "\n")
-    message = _error([f"data.sources=[{{inputs: [{good}]}}, {{name: b, inputs: [builtin, {tmp_path}/none.jsonl]}}]"])
+    message = config_error(
+        [f"data.sources=[{{inputs: [{good}]}}, {{name: b, inputs: [builtin, {tmp_path}/none.jsonl]}}]"]
+    )
     assert message.startswith("data.sources[1].inputs: ") and "none.jsonl not found" in message
 
 
 def test_tokenizer_that_does_not_load(tmp_path: Path) -> None:
-    assert "data.tokenizer=" in _error([f"data.tokenizer={tmp_path}"])
+    assert "data.tokenizer=" in config_error([f"data.tokenizer={tmp_path}"])
     (tmp_path / "tokenizer.json").write_text("{not json")
-    assert _error([f"data.tokenizer={tmp_path}"]).startswith(f"data.tokenizer={tmp_path}: ")
+    assert config_error([f"data.tokenizer={tmp_path}"]).startswith(f"data.tokenizer={tmp_path}: ")
 
 
 def test_tokenizer_larger_than_the_embedding() -> None:
-    assert "do not fit model.vocab_size=4096" in _error(["model.vocab_size=4096"])
+    assert "do not fit model.vocab_size=4096" in config_error(["model.vocab_size=4096"])
 
 
 def test_init_from_must_hold_a_complete_checkpoint(tmp_path: Path) -> None:
-    assert "no such checkpoint" in _error(["stage=qat", f"stage.init_from={tmp_path}/nothing"])
+    assert "no such checkpoint" in config_error(["stage=qat", f"stage.init_from={tmp_path}/nothing"])
     run = finished_run(tmp_path / "run")
     (run / "checkpoints" / "step_00000004" / "COMPLETE").unlink()
-    assert "no complete checkpoint there" in _error(["stage=qat", f"stage.init_from={run}"])
+    assert "no complete checkpoint there" in config_error(["stage=qat", f"stage.init_from={run}"])
 
 
 @pytest.mark.parametrize("point_at", ["run", "checkpoint"])
 def test_init_from_model_must_match(tmp_path: Path, point_at: str) -> None:
     run = finished_run(tmp_path / "run", ["model.num_layers=3"])
     source = run if point_at == "run" else run / "checkpoints" / "step_00000004"
-    message = _error(["stage=qat", f"stage.init_from={source}"])
+    message = config_error(["stage=qat", f"stage.init_from={source}"])
     assert message.startswith(f"stage.init_from={source}: its model.num_layers=3 differs")
     compose_job(CommandLine(), ["stage=qat", f"stage.init_from={source}", "model.num_layers=3"])
 
@@ -60,13 +54,13 @@ def test_teacher_needs_only_the_same_vocabulary(tmp_path: Path) -> None:
     other_vocab = finished_run(tmp_path / "vocab", ["model.vocab_size=9000"])
     base = ["stage=distill", f"stage.init_from={student}"]
     compose_job(CommandLine(), [*base, f"stage.teacher_from={wide}"])
-    assert "model.vocab_size=9000 differs" in _error([*base, f"stage.teacher_from={other_vocab}"])
+    assert "model.vocab_size=9000 differs" in config_error([*base, f"stage.teacher_from={other_vocab}"])
 
 
 def test_checkpoint_without_its_config(tmp_path: Path) -> None:
     run = finished_run(tmp_path / "run")
     (run / "config.yaml").unlink()
-    assert "config.yaml not found" in _error(["stage=qat", f"stage.init_from={run}"])
+    assert "config.yaml not found" in config_error(["stage=qat", f"stage.init_from={run}"])
 
 
 def test_a_pipeline_stage_may_start_from_a_run_not_yet_made(tmp_path: Path) -> None:
@@ -76,5 +70,5 @@ def test_a_pipeline_stage_may_start_from_a_run_not_yet_made(tmp_path: Path) -> N
 
 def test_missing_optional_package_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "submitit", None)  # importlib then reports it as not installed
-    assert _error(["launcher=slurm"]) == "launcher=slurm needs the submitit package: pip install 'bitcpm[slurm]'"
+    assert config_error(["launcher=slurm"]) == "launcher=slurm needs the submitit package: pip install 'bitcpm[slurm]'"
     compose_job(CommandLine(), ["launcher=slurm", "dry_run=true"])  # a plan needs no submitit

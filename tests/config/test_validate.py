@@ -7,16 +7,8 @@ import sys
 
 import pytest
 
-from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job
-
-
-def _error(overrides: list[str]) -> str:
-    with pytest.raises(ConfigError) as info:
-        compose_job(CommandLine(), overrides)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+from tests.support.config_errors import config_error
 
 
 @pytest.mark.parametrize(
@@ -55,7 +47,7 @@ def _error(overrides: list[str]) -> str:
     ],
 )
 def test_rule_rejects_with_key(overrides: list[str], expected: str) -> None:
-    assert expected in _error(overrides)
+    assert expected in config_error(overrides)
 
 
 @pytest.mark.parametrize(

@@ -8,18 +8,10 @@ import sys
 import pytest
 
 from bitcpm.config.parallel import derive_layout
-from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job
+from tests.support.config_errors import config_error
 
 PP = ["parallel.micro_batch_size=1", "parallel.global_batch_size=8"]  # 8 micro-batches per step at dp=1
-
-
-def _error(overrides: list[str]) -> str:
-    with pytest.raises(ConfigError) as info:
-        compose_job(CommandLine(), overrides)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 @pytest.mark.parametrize(
@@ -56,7 +48,7 @@ def _error(overrides: list[str]) -> str:
     ],
 )  # fmt: skip
 def test_bad_layouts_are_one_line_errors(overrides: list[str], expected: str) -> None:
-    assert expected in _error(overrides)
+    assert expected in config_error(overrides)
 
 
 @pytest.mark.parametrize(
