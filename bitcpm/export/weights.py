@@ -88,7 +88,7 @@ def split_to_hf(name: str, parts: TernaryTensor, cfg) -> dict[str, TernaryTensor
 
 
 def megatron_logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """bitcpm's forward of [batch, seq] tokens on a tp=1 model: fp32 logits [batch, seq, vocab]."""
+    """bitcpm's forward of [batch, seq] tokens: fp32 logits [batch, seq, vocab] (this rank's vocab shard at tp > 1)."""
     from bitcpm.training.steps import causal_mask
 
     b, s = tokens.shape
