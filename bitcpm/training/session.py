@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from bitcpm.config.derived import tokens_per_step
 from bitcpm.config.root import JobConfig
 from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
 from bitcpm.plan import flops_per_token
@@ -29,7 +30,7 @@ class Session:
         self.schedule, self.base_lr = stage_schedule(job)
         self.engine = build_engine(job, info.world_size, self.base_lr)
         self.layout = self.engine.layout
-        self.tokens_per_step = job.parallel.global_batch_size * t.seq_length
+        self.tokens_per_step = tokens_per_step(job)
         self.flops_per_token = flops_per_token(job.model, t.seq_length)
         self.forward_step = self._distill_step() if job.stage.name == "distill" else None
         self.step = 0
