@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bitcpm.config.derived import grad_reduce_in_fp32
 from bitcpm.config.model import ModelConfig
 from bitcpm.config.optim import OptimConfig
 from bitcpm.config.parallel import ParallelConfig, ParallelLayout, derive_layout
@@ -130,12 +131,15 @@ def optimizer_config(
     )
 
 
-def wrap_ddp(chunks: list[torch.nn.Module], config, p: ParallelConfig, layout: ParallelLayout) -> list:
+def wrap_ddp(
+    chunks: list[torch.nn.Module], config, p: ParallelConfig, layout: ParallelLayout, grad_in_fp32: bool
+) -> list:
     """megatron DDP per chunk: fp32 gradient buffers, bucketed reduction (overlapped with backward when asked)."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 
     ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
+        # The planner's rule (config.derived): fp32 main_grad for bf16/fp16 models; fp32 models are fp32 anyway.
+        grad_reduce_in_fp32=grad_in_fp32,
         overlap_grad_reduce=p.overlap_grad_reduce,
         use_distributed_optimizer=layout.distributed_optimizer,
         overlap_param_gather=p.overlap_param_gather and layout.distributed_optimizer,
@@ -175,7 +179,7 @@ def build_engine(job: JobConfig, world_size: int, base_lr: float) -> Engine:
     chunks, config, quantized = build_chunks(
         job.model, job.quant, p, job.hardware.dtype, job.train.seq_length, job.train.seed, job.hardware.device
     )
-    model = wrap_ddp(chunks, config, p, layout)
+    model = wrap_ddp(chunks, config, p, layout, grad_reduce_in_fp32(job))
     opt_config = optimizer_config(
         job.optim, job.hardware.dtype, layout, base_lr, p.overlap_param_gather and layout.distributed_optimizer
     )

@@ -2,55 +2,31 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from bitcpm.config.checkpoints import complete_checkpoint
+from bitcpm.config.errors import ConfigError
 from bitcpm.config.root import JobConfig
-from bitcpm.config.validate import ConfigError, parse_tokens
-from bitcpm.training import checkpoint as ckpt
+from bitcpm.config.stage_length import stage_length
 from bitcpm.training.schedule import WSDSchedule
 
 
 def resolve_checkpoint(path: str, key: str) -> Path:
     """A checkpoint directory, or the newest complete checkpoint of a run directory."""
-    p = Path(path)
-    if (p / ckpt.COMPLETE).exists():
-        return p
-    latest = ckpt.latest_checkpoint(p)
-    if latest is None:
+    checkpoint = complete_checkpoint(Path(path))
+    if checkpoint is None:
         raise ConfigError(f"{key}={path}: no complete checkpoint there")
-    return latest
-
-
-def _source_run_dir(checkpoint_dir: Path) -> Path:
-    return checkpoint_dir.parent.parent
-
-
-def source_decay_tokens(init_from: str) -> int:
-    """Tokens the source run spent in its lr decay phase (from its saved config.yaml)."""
-    run_dir = _source_run_dir(resolve_checkpoint(init_from, "stage.init_from"))
-    config = run_dir / "config.yaml"
-    if not config.exists():
-        raise ConfigError(f"stage.tokens=auto: {config} not found (is stage.init_from a bitcpm run?)")
-    src = OmegaConf.load(config)
-    steps = int(src.train.steps)
-    decay_steps = math.floor(float(src.optim.decay_fraction) * steps)
-    return decay_steps * int(src.parallel.global_batch_size) * int(src.train.seq_length)
+    return checkpoint
 
 
 def total_steps(job: JobConfig) -> int:
-    """Optimizer steps of this stage: from stage.tokens when given, else train.steps."""
-    tokens = parse_tokens(job.stage.tokens)
-    if tokens is None:
-        return job.train.steps
-    if tokens == "auto":
-        # BitCPM4: QAT uses twice the tokens of the full-precision run's decay phase.
-        assert job.stage.init_from is not None
-        tokens = 2 * source_decay_tokens(job.stage.init_from)
-    per_step = job.parallel.global_batch_size * job.train.seq_length
-    return max(1, math.ceil(int(tokens) / per_step))
+    """Optimizer steps of this stage, as the plan derived them (config.stage_length is the one definition)."""
+    length = stage_length(job)
+    if not length.known:
+        # At training time the source run must exist: never fall back to train.steps silently.
+        resolve_checkpoint(str(job.stage.init_from), "stage.init_from")
+        raise ConfigError(f"stage.tokens=auto: the source run {job.stage.init_from} has no config.yaml beside it")
+    return length.steps
 
 
 def stage_schedule(job: JobConfig) -> tuple[WSDSchedule, float]:

@@ -12,6 +12,7 @@ verdict, with its numbers, whatever it is.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -45,12 +46,24 @@ def best_lr_index(trials, lrs: list[float]) -> dict[int, int]:
     return {w: min(range(len(lrs)), key=lambda i: abs(lrs[i] - t.lr)) for w, t in sorted(best.items())}
 
 
-def verdict(idx: dict[str, dict[int, int]], lrs: list[float]) -> list[str]:
-    """Side-by-side best lr per width and what it shows (mup within one grid point, sp moving by >= 2)."""
+def fitted_optima(trials) -> dict[int, float | None]:
+    """width -> the report's fitted optimum lr (quadratic in log lr), for context beside the grid check."""
+    from bitcpm.windtunnel.report import fitted_optimum, lr_curves
+
+    return {width: fitted_optimum(pts) for (_, width), pts in lr_curves(trials).items()}
+
+
+def verdict(idx: dict[str, dict[int, int]], lrs: list[float], fitted: dict[str, dict[int, float | None]]) -> list[str]:
+    """Side-by-side best lr per width and what it shows (mup within one grid point, sp moving by >= 2).
+
+    The check is the grid's best point, as the acceptance states it; the fitted optima are printed beside it
+    (in grid steps of 2x) so a reader can tell a noisy flat minimum from a moving one, but they decide nothing.
+    """
     widths = sorted(next(iter(idx.values())))
-    lines = [f"{'width':>6s} {'mup best lr':>12s} {'sp best lr':>12s}"]
+    lines = [f"{'width':>6s} {'mup best lr':>12s} {'sp best lr':>12s} {'mup fitted':>11s} {'sp fitted':>10s}"]
     for w in widths:
-        lines.append(f"{w:>6d} {lrs[idx['mup'][w]]:>12.3g} {lrs[idx['sp'][w]]:>12.3g}")
+        fit = [f"{fitted[p].get(w):.3g}" if fitted[p].get(w) else "n/a" for p in ("mup", "sp")]
+        lines.append(f"{w:>6d} {lrs[idx['mup'][w]]:>12.3g} {lrs[idx['sp'][w]]:>12.3g} {fit[0]:>11s} {fit[1]:>10s}")
     spread = {p: max(i.values()) - min(i.values()) for p, i in idx.items()}
     mup_ok, sp_moves = spread["mup"] <= 1, spread["sp"] >= 2
     lines.append(
@@ -59,6 +72,11 @@ def verdict(idx: dict[str, dict[int, int]], lrs: list[float]) -> list[str]:
     lines.append(
         f"sp: best lr spans {spread['sp']} grid point(s) across widths (expected >= 2): {'yes' if sp_moves else 'NO'}"
     )
+    for p in ("mup", "sp"):
+        known = [v for v in fitted[p].values() if v]
+        if len(known) > 1:
+            steps = math.log2(max(known) / min(known))
+            lines.append(f"{p}: fitted optima span {steps:.2f} grid steps (context only, not the check)")
     if not (mup_ok and sp_moves):
         lines.append("acceptance: this scale does not show muP transfer against sp as expected (numbers above).")
     else:
@@ -100,7 +118,8 @@ def _compare(root: Path, tracking: list[str], lrs: list[float]) -> int:
     client = client_for(store_uri(job.tracking))
     trials = {par: study_trials(client, EXPERIMENT, study)[1] for par, study in STUDIES.items()}
     png = plot_transfer([*trials["mup"], *trials["sp"]], "muP vs sp: loss against lr per width", root / "mup_vs_sp.png")
-    for line in verdict({par: best_lr_index(t, lrs) for par, t in trials.items()}, lrs):
+    idx = {par: best_lr_index(t, lrs) for par, t in trials.items()}
+    for line in verdict(idx, lrs, {par: fitted_optima(t) for par, t in trials.items()}):
         print(line)
     print(f"acceptance: side-by-side plot {png}")
     return 0

@@ -111,6 +111,10 @@ def plot_transfer(trials: list[Trial], title: str, path: Path) -> Path:
             lr_best, loss_best = min(pts, key=lambda x: x[1])
             ax.plot([lr_best], [loss_best], marker="*", markersize=14, color=line.get_color())
         ax.set(xscale="log", xlabel="base learning rate", ylabel="validation loss", title=par)
+        # Tick the grid itself: a log axis labels its minor ticks too, and they overlap on a 2x grid.
+        grid = sorted({lr for (p, _), pts in curves.items() if p == par for lr, _ in pts})
+        ax.minorticks_off()
+        ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()

@@ -50,6 +50,26 @@ def test_auto_tokens_agree_with_the_worker(tmp_path: Path):
     assert stage_length(job).steps == total_steps(job)
 
 
+def test_the_worker_honours_whole_number_tokens_of_the_source_run(tmp_path: Path):
+    from bitcpm.training.stage import total_steps
+
+    # the source trained for stage.tokens=1,024,000 (500 steps of 2,048), not its train.steps=1000
+    run = _source_run(tmp_path, *SOURCE, "stage.tokens=1024000")
+    job = _job(*QAT, f"stage.init_from={run}")
+    assert total_steps(job) == 2 * 50 * 2048 // (4 * 128)  # 2 x floor(0.1 x 500) decay steps x 2,048 tokens
+
+
+def test_the_worker_refuses_auto_tokens_without_the_source_run(tmp_path: Path):
+    from bitcpm.frontend.pipeline import plan_pipeline
+    from bitcpm.training.stage import total_steps
+
+    overrides = ["experiment=debug_pipeline", f"train.output_root={tmp_path}"]
+    cmd = CommandLine(overrides=overrides)
+    qat = next(s for s in plan_pipeline(cmd, compose_job(cmd, overrides)) if s.name == "qat")
+    with pytest.raises(ConfigError, match=r"^stage.init_from=.*: no complete checkpoint there$"):
+        total_steps(qat.job)  # the plan may wait for the source; training never falls back to train.steps
+
+
 def test_integer_tokens_round_up_to_whole_steps():
     job = _job("model=debug", "stage.tokens=1e6", MICRO_1, "parallel.global_batch_size=8", "train.seq_length=256")
     assert stage_length(job).steps == 489  # ceil(1e6 / 2048)
