@@ -14,7 +14,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint
-from bitcpm.config.ranges import check_ranges
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError, validate
 
@@ -139,8 +138,7 @@ def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset(
 
 def preflight(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:
     """Run every pre-launch check; raise ConfigError (one line, naming the key) on the first failure."""
-    check_ranges(job)
-    validate(job)
+    validate(job)  # the per-leaf ranges first, then the rules across keys
     check_extras(job)
     check_megatron_data(job)  # first: a source that names both inputs and a prefix is refused as such
     check_data_inputs(job)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 # linear_fc1 = gate+up (fused), linear_fc2 = down.
 DEFAULT_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
 QUANT_METHODS = ("none", "ternary")
+QUANT_KERNELS = ("auto", "eager", "compile", "triton")
 
 
 @dataclass

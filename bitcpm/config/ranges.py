@@ -17,18 +17,18 @@ from typing import Any
 from bitcpm.backends.capabilities import CAPABILITIES
 from bitcpm.config.bench import BenchConfig
 from bitcpm.config.data import DataConfig, DataSourceConfig
+from bitcpm.config.errors import ConfigError, parse_tokens
 from bitcpm.config.hardware import HardwareConfig
 from bitcpm.config.launcher import CannConfig, LauncherConfig
 from bitcpm.config.model import ModelConfig, RopeConfig
 from bitcpm.config.optim import OptimConfig
 from bitcpm.config.parallel import ParallelConfig
 from bitcpm.config.pipeline import PipelineStageConfig
-from bitcpm.config.quant import DEFAULT_TARGETS, QUANT_METHODS, QuantConfig
+from bitcpm.config.quant import DEFAULT_TARGETS, QUANT_KERNELS, QUANT_METHODS, QuantConfig
 from bitcpm.config.root import JobConfig, TrainConfig
 from bitcpm.config.stage import StageConfig
 from bitcpm.config.tracking import TrackingConfig
 from bitcpm.config.typecheck import strip_optional
-from bitcpm.config.validate import QUANT_KERNELS, ConfigError, parse_tokens
 
 
 @dataclass(frozen=True)

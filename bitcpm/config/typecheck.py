@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any
 
-from bitcpm.config.validate import ConfigError
+from bitcpm.config.errors import ConfigError
 
 _BOOL_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
 _MISSING = "???"

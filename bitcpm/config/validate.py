@@ -1,8 +1,8 @@
 """Cross-group rules checked after composition and before anything heavy is built.
 
 Each rule is one small function that raises ConfigError with a one-line message naming the keys
-and values involved. `validate` runs them all in order and stops at the first failure. Single keys
-(choices, ranges, sizes) are checked before these, by the per-leaf table in config/ranges.py.
+and values involved. `validate` runs them all in order and stops at the first failure; the first is the
+per-leaf table of config/ranges.py (choices, ranges, sizes of single keys), so no rule repeats it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from bitcpm.backends.capabilities import CAPABILITIES
 from bitcpm.config.derived import data_parallel_size, procs_per_node, world_size  # defined once, in derived
 from bitcpm.config.errors import ConfigError, parse_tokens  # re-exported: the public names
 from bitcpm.config.parallel import derive_layout
+from bitcpm.config.ranges import check_ranges
 from bitcpm.config.root import JobConfig
 
 
@@ -79,9 +80,6 @@ def check_quant(cfg: JobConfig) -> None:
                 f"quant.group_size={q.group_size} must divide the per-rank input of {target}: "
                 f"{key}={width} (parallel.tp={cfg.parallel.tp})"
             )
-
-
-QUANT_KERNELS = ("auto", "eager", "compile", "triton")
 
 
 def check_quant_kernel(cfg: JobConfig) -> None:
@@ -297,6 +295,7 @@ def check_slurm_requeue(cfg: JobConfig) -> None:
 
 
 RULES: tuple[Callable[[JobConfig], None], ...] = (
+    check_ranges,  # single keys first: the rules below may divide by a size or index by a choice
     check_heads,
     check_tensor_parallel,
     check_quant,

@@ -47,7 +47,8 @@ def test_auto_tokens_agree_with_the_worker(tmp_path: Path):
 
     run = _source_run(tmp_path, *SOURCE, "optim.decay_fraction=0.25")
     job = _job(*QAT, f"stage.init_from={run}", "parallel.global_batch_size=3")
-    assert stage_length(job).steps == total_steps(job)
+    # 2 x floor(0.25 x 1000) decay steps x 2,048 tokens, in steps of 3 x 128 tokens, rounded up
+    assert total_steps(job) == stage_length(job).steps == 2667
 
 
 def test_the_worker_honours_whole_number_tokens_of_the_source_run(tmp_path: Path):
