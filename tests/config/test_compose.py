@@ -11,6 +11,8 @@ from bitcpm.frontend.compose import CommandLine, compose_job, parse_command_line
 from bitcpm.presets import conf_dir
 from tests.support.finished_run import finished_run
 
+pytestmark = pytest.mark.quick
+
 GROUPS = ["model", "parallel", "quant", "stage", "data", "optim", "tracking", "launcher", "hardware"]
 
 # What each group needs so the rest of the default job stays valid with it.

@@ -12,6 +12,8 @@ from bitcpm.frontend.compose import CommandLine, compose_job
 from tests.support.config_errors import config_error
 from tests.support.finished_run import finished_run
 
+pytestmark = pytest.mark.quick
+
 
 def test_missing_data_input_names_the_source_key(tmp_path: Path) -> None:
     good = tmp_path / "a.jsonl"

@@ -14,6 +14,8 @@ from bitcpm.config.launcher import CannConfig
 from bitcpm.config.root import JobConfig
 from bitcpm.presets import conf_dir
 
+pytestmark = pytest.mark.quick
+
 _NO_DEFAULT = object()
 
 

@@ -19,6 +19,8 @@ import pytest
 from bitcpm.config.ranges import SPECS, Leaf, Range, Text, leaf_fields, spec_of
 from bitcpm.config.typecheck import strip_optional
 
+pytestmark = pytest.mark.quick
+
 LEAVES = list(leaf_fields())
 
 

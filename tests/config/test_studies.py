@@ -13,6 +13,8 @@ from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.frontend.members import plan_members
 from bitcpm.frontend.sweeps import study_names
 
+pytestmark = pytest.mark.quick
+
 SHIPPED = ["batch_size", "group_size", "init_scales", "lr_width", "lr_width_sp", "qat_fraction", "qat_lr"]
 
 

@@ -10,6 +10,8 @@ import pytest
 from bitcpm.frontend.compose import CommandLine, compose_job
 from tests.support.config_errors import config_error
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),

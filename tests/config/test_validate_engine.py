@@ -11,6 +11,8 @@ from bitcpm.config.parallel import derive_layout
 from bitcpm.frontend.compose import CommandLine, compose_job
 from tests.support.config_errors import config_error
 
+pytestmark = pytest.mark.quick
+
 PP = ["parallel.micro_batch_size=1", "parallel.global_batch_size=8"]  # 8 micro-batches per step at dp=1
 
 

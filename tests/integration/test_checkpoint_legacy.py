@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, only_run_dir, run_train
+from tests.conftest import REPO, only_run_dir, run_module, run_train
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,7 @@ def test_legacy_checkpoint_one_line_then_converted_resumes_exactly(tmp_path: Pat
     assert len(errors) == 1 and f"python -m bitcpm.training.convert_checkpoint {old}" in errors[0], refused.stderr
     assert "Traceback" not in refused.stderr and "fresh start" not in refused.stdout
 
-    command = [sys.executable, "-m", "bitcpm.training.convert_checkpoint", str(old)]
-    converted = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env(), cwd=REPO)
+    converted = run_module("bitcpm.training.convert_checkpoint", [str(old)], REPO, env=_env())
     assert converted.returncode == 0, converted.stderr[-3000:]
     assert (old / "COMPLETE").exists() and (old / "metadata.json").exists()
     assert (run_dir / "checkpoints" / "legacy_step_00000002" / "shard_tp01_pp00.pt").exists()
@@ -65,8 +64,7 @@ def test_legacy_checkpoint_one_line_then_converted_resumes_exactly(tmp_path: Pat
 
 def test_converter_refuses_what_it_cannot_convert(tmp_path: Path) -> None:
     (tmp_path / "step_00000002").mkdir()
-    command = [sys.executable, "-m", "bitcpm.training.convert_checkpoint", str(tmp_path / "step_00000002")]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO)
+    proc = run_module("bitcpm.training.convert_checkpoint", [str(tmp_path / "step_00000002")], REPO, env=_env())
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"bitcpm: error: {tmp_path / 'step_00000002'}: not a complete checkpoint (no COMPLETE marker)"

@@ -5,18 +5,17 @@ against the full-precision parent prints and is logged."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import run_module
 from tests.trained_runs import TrainedPair, released_parallel_state, trained_pair  # noqa: F401 - fixtures
 
 WORDS = ["river", "mountain", "city", "forest", "king", "music", "history", "water"]
 
-pytestmark = pytest.mark.usefixtures("released_parallel_state")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("released_parallel_state")]
 
 
 def write_task(directory: Path, name: str = "tiny_mc") -> list[dict]:
@@ -65,8 +64,8 @@ def test_eval_logs_accuracy_and_retention(tmp_path: Path, trained_pair: TrainedP
     from bitcpm.export.source import open_source
 
     docs = write_task(tmp_path / "tasks")
-    cmd = [sys.executable, "-m", "bitcpm.eval", str(trained_pair.qat), "tasks=tiny_mc", f"task_dir={tmp_path}/tasks"]
-    proc = subprocess.run([*cmd, "baseline=auto"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    args = [str(trained_pair.qat), "tasks=tiny_mc", f"task_dir={tmp_path}/tasks", "baseline=auto"]
+    proc = run_module("bitcpm.eval", args, tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=trained_pair.tracking_uri)
     accuracy = {}

@@ -4,22 +4,20 @@ reader) to the trained trits x fp16-rounded scale exactly; group size 128 is ref
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import run_train
+from tests.conftest import run_module, run_train
 from tests.trained_runs import COMMON, TrainedPair, released_parallel_state, trained_pair  # noqa: F401 - fixtures
 
-pytestmark = pytest.mark.usefixtures("released_parallel_state")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("released_parallel_state")]
 
 
 def _export(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bitcpm.export", "gguf", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run_module("bitcpm.export", ["gguf", *args], Path.cwd())
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,21 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import run_module
 from tests.trained_runs import TrainedPair, released_parallel_state, trained_pair  # noqa: F401 - fixtures
 
 PROMPT = "The history of the city begins with"
 
-pytestmark = pytest.mark.usefixtures("released_parallel_state")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("released_parallel_state")]
 
 
 def _export(source: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bitcpm.export", "hf", str(source), str(out), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run_module("bitcpm.export", ["hf", str(source), str(out), *args], Path.cwd())
 
 
 @pytest.fixture(scope="module")

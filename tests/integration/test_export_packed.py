@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import run_module
 from tests.trained_runs import TrainedPair, released_parallel_state, trained_pair  # noqa: F401 - fixtures
 
-pytestmark = pytest.mark.usefixtures("released_parallel_state")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("released_parallel_state")]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bitcpm.export", *args], capture_output=True, text=True, timeout=300)
+    return run_module("bitcpm.export", list(args), Path.cwd())
 
 
 @pytest.mark.integration

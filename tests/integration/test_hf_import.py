@@ -15,6 +15,8 @@ import torch
 from tests.conftest import REPO, run_train
 from tests.hf_reference import reference_logits, write_minicpm_checkpoint
 
+pytestmark = pytest.mark.integration
+
 WORKER = Path(__file__).with_name("hf_import_worker.py")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bitcpm.training.metrics_log import metric_series
-from tests.conftest import only_run_dir, run_train
+from tests.conftest import only_run_dir, run_module, run_train
 
 pytestmark = pytest.mark.integration
 
@@ -130,29 +130,19 @@ def test_missing_input_file_is_a_one_line_error(tmp_path: Path, data_cache: Path
 
 
 def test_qat_run_reports_overhead_against_a_matching_bf16_bench(tmp_path: Path, data_cache: Path) -> None:
-    import subprocess
-    import sys
 
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     common = [*SHORT, "train.steps=3", "tracking=mlflow", f"tracking.uri={uri}", "tracking.experiment=ovh"]
-    bench = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bitcpm.bench",
-            *common,
-            "bench.warmup_steps=1",
-            "bench.timed_steps=2",
-            "bench.repeats=1",
-            f"data.cache_dir={data_cache}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bench_args = [
+        *common,
+        "bench.warmup_steps=1",
+        "bench.timed_steps=2",
+        "bench.repeats=1",
+        f"data.cache_dir={data_cache}",
+    ]
+    bench = run_module("bitcpm.bench", bench_args, tmp_path)
     assert bench.returncode == 0, bench.stderr[-3000:]
     proc = run_train(common, tmp_path, data_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,7 +7,7 @@ import torch
 
 from bitcpm.frontend.compose import CommandLine, compose_job
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.quick, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
 def _model_cfg():

@@ -9,7 +9,7 @@ import pytest
 
 from bitcpm.bench import cli as bench
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.quick, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 TINY = [
     "experiment=smoke",

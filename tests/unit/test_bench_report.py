@@ -9,6 +9,8 @@ from bitcpm.bench.report import Measurement, Workload, format_table, summarize
 from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job
 
+pytestmark = pytest.mark.quick
+
 
 def _workload(peak: float | None = 100.0) -> Workload:
     # 1000 tokens per step on 2 devices, 1e9 FLOPs per token.

@@ -6,6 +6,8 @@ import pytest
 
 from bitcpm.training.sharded_state import _alias
 
+pytestmark = pytest.mark.quick
+
 K = "decoder.layers.mlp.linear_fc1.weight"
 
 

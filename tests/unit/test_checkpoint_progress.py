@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+
 from bitcpm.training.checkpoint_progress import WriteProgress, human_bytes
+
+pytestmark = pytest.mark.quick
 
 
 def test_progress_reports_bytes_written_in_tenths_for_logs(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import torch
 
 from bitcpm.backends import cpu_checkpoint_shim as shim
 
+pytestmark = pytest.mark.quick
+
 MODULE_SITES = [(m, f, e) for m, sites in shim.SITES.items() for f, e in sites.items()]
 
 

@@ -10,6 +10,8 @@ import torch
 
 from bitcpm.backends import cpu
 
+pytestmark = pytest.mark.quick
+
 
 def _source(module_name: str, qualname: str) -> str:
     owner = importlib.import_module(module_name)

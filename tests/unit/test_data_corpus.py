@@ -6,9 +6,13 @@ import json
 import lzma
 from pathlib import Path
 
+import pytest
+
 from bitcpm.data.build_corpus import build_corpus
 from bitcpm.data.rst_text import collect_labels, rst_to_blocks
 from bitcpm.data.sources import BUILTIN_CORPUS
+
+pytestmark = pytest.mark.quick
 
 PAGE = """\
 .. _json-page:

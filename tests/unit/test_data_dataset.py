@@ -14,6 +14,8 @@ from bitcpm.data.dataset import BlendedSampleOrder, TokenStream, TokenWindows, g
 from bitcpm.data.indexed import indexed_dataset_module
 from bitcpm.data.permutation import FeistelPermutation
 
+pytestmark = pytest.mark.quick
+
 
 def _write_indexed(prefix: Path, documents: list[list[int]], dtype=np.uint16) -> str:
     builder = indexed_dataset_module().IndexedDatasetBuilder(str(prefix) + ".bin", dtype=dtype)

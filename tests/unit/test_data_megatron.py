@@ -14,6 +14,8 @@ from bitcpm.data.megatron_index import read_header, scan_cache_path
 from bitcpm.data.mixture import prepare_sources
 from bitcpm.frontend.compose import CommandLine, compose_job
 
+pytestmark = pytest.mark.quick
+
 VOCAB = 8192  # model=debug
 
 

@@ -14,6 +14,8 @@ from bitcpm.data.dataset import TokenStream, TokenWindows
 from bitcpm.data.prepare import dataset_cache_dir, load_prepared, prepare_dataset
 from bitcpm.data.tokenizer import load_tokenizer
 
+pytestmark = pytest.mark.quick
+
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "mu")
 
 

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bitcpm.data.progress import DataProgress
+
+pytestmark = pytest.mark.quick
 
 
 def test_a_log_gets_a_line_per_tenth_and_a_closing_line():

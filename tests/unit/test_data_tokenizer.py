@@ -17,6 +17,8 @@ from bitcpm.data.tokenizer import (
     train_bpe_tokenizer,
 )
 
+pytestmark = pytest.mark.quick
+
 SAMPLES = [
     "The json module exposes an API familiar to users of the standard library.",
     "  leading spaces, trailing tabs\t\n\nand blank lines\n",

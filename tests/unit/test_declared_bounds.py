@@ -8,9 +8,12 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+pytestmark = pytest.mark.quick
 
 REPO = Path(__file__).resolve().parents[2]
 # torch's lowest CPU build is not on the index CI installs from (see the file's header).

@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+pytestmark = pytest.mark.quick
+
 
 def test_parallel_kl_matches_torch(dist_cpu) -> None:
     from bitcpm.training.distill import parallel_kl

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bitcpm.config.validate import validate
 from bitcpm.frontend.compose import CommandLine, compose_job
+
+pytestmark = pytest.mark.quick
 
 
 def _job(*overrides: str):

@@ -11,6 +11,8 @@ from bitcpm.plan.estimate import MFU_ASSUMED, step_seconds
 from bitcpm.plan.memory import estimate_memory, in_flight_stages, layer_activation_bytes, memory_overflow, stage_params
 from tests.support.finished_run import finished_run
 
+pytestmark = pytest.mark.quick
+
 
 def _job(*overrides: str):
     return compose_job(CommandLine(), list(overrides))

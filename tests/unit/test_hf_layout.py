@@ -11,6 +11,8 @@ from bitcpm.config.model import ModelConfig, RopeConfig
 from bitcpm.models.minicpm.hf_config import hf_config, model_fields, model_overrides
 from bitcpm.models.minicpm.hf_layout import from_hf, fuse_qkv, hf_shapes, split_qkv, to_hf
 
+pytestmark = pytest.mark.quick
+
 
 def _cfg(**changes) -> ModelConfig:
     base = dict(

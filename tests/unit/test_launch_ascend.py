@@ -16,6 +16,8 @@ from launchers import ascend, node_scripts
 from launchers.ascend_check import check_stack
 from launchers.ranktable import RankTableError, rank_table
 
+pytestmark = pytest.mark.quick
+
 REPO = Path(__file__).resolve().parents[2]
 NPU = ["launcher=ascend", "hardware=npu", "parallel.tp=2", "parallel.micro_batch_size=1"]
 HOSTS = ["10.0.0.1", "10.0.0.2"]

@@ -13,6 +13,8 @@ from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.frontend.submission import request_for
 
+pytestmark = pytest.mark.quick
+
 
 def _job(*overrides: str):
     return compose_job(CommandLine(), list(overrides))

@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from launchers.elastic import EXIT_PREEMPTED, child_pids, exit_code
+
+pytestmark = pytest.mark.quick
 
 
 def test_every_rank_stopped_cleanly_is_75() -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.quick
+
 REPO = Path(__file__).resolve().parents[2]
 MODULES = sorted(
     "launchers" if p.name == "__init__.py" else f"launchers.{p.stem}" for p in (REPO / "launchers").glob("*.py")

@@ -15,6 +15,8 @@ import pytest
 
 from bitcpm.backends import npu
 
+pytestmark = pytest.mark.quick
+
 STACK = ("torch_npu", "mindspeed", "mindspeed.megatron_adaptor")
 
 

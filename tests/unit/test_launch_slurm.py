@@ -12,6 +12,8 @@ from launchers.request import LaunchRequest, SlurmOptions
 from launchers.slurm_env import _expand_locally, distributed_env, master_port_for, thread_env
 from launchers.slurm_state import JobRecord, append_records, parse_sacct, read_records
 
+pytestmark = pytest.mark.quick
+
 
 def _request(tmp_path: Path, **slurm_kw) -> LaunchRequest:
     return LaunchRequest(

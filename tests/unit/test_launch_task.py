@@ -16,6 +16,8 @@ from launchers import slurm_task
 from launchers.restarts import read_restarts
 from launchers.slurm_task import SignalLog, WorkerTask, _ignore_warning, conclude, wait_for_worker
 
+pytestmark = pytest.mark.quick
+
 # A stand-in worker: slow to install its stop handler (like one still importing megatron), then runs
 # until told to stop and exits 75 as bitcpm.worker does after saving.
 SLOW_WORKER = textwrap.dedent(

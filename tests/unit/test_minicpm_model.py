@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from bitcpm.config.model import ModelConfig
 from bitcpm.frontend.compose import CommandLine, compose_job
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.quick, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
 def _model_cfg(*overrides: str) -> ModelConfig:

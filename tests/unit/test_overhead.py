@@ -16,6 +16,8 @@ from bitcpm.bench.overhead import (
 )
 from bitcpm.frontend.compose import CommandLine, compose_job
 
+pytestmark = pytest.mark.quick
+
 
 def _job(*overrides: str):
     return compose_job(CommandLine(), list(overrides))

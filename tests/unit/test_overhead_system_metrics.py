@@ -13,6 +13,8 @@ from bitcpm.monitoring.system_metrics import (
     parse_nvidia_smi_utilization,
 )
 
+pytestmark = pytest.mark.quick
+
 
 class FakeProbe:
     def __init__(self, util: float | None) -> None:

@@ -7,6 +7,8 @@ import torch
 
 from bitcpm.export.packed import pack_codes, pack_scales, unpack_codes, unpack_scales
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.mark.parametrize("bits", ["2", "1.6"])
 @pytest.mark.parametrize("count", [1, 4, 5, 7, 1000, 1003])

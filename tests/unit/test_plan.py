@@ -7,6 +7,8 @@ import pytest
 from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.plan import count_params, flops_per_token, make_plan
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.mark.parametrize(
     ("model", "total", "non_embedding"),

@@ -16,6 +16,8 @@ from bitcpm.plan import make_plan
 from bitcpm.plan.memory import MemoryEstimate, estimate_memory, stage_memory
 from tests.support.megatron_memory import build_and_count
 
+pytestmark = pytest.mark.quick
+
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = ["model=debug", "parallel.micro_batch_size=1", "parallel.global_batch_size=4", "train.seq_length=32"]
 KINDS = ("weights", "grads", "main_weights", "optimizer")
@@ -47,6 +49,7 @@ def test_single_rank_plan_matches_megatron(dist_cpu, overrides: list[str]):
     _assert_matches(estimate_memory(job), build_and_count(job, 1))
 
 
+@pytest.mark.integration  # two gloo ranks under torchrun
 @pytest.mark.parametrize(
     "layout",
     [["parallel.distributed_optimizer=null"], ["parallel.pp=2"]],

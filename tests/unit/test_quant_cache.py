@@ -10,7 +10,7 @@ import bitcpm.quant.converter as converter
 from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.quant.cache import QuantizedWeightCache
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.quick, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
 # --- the cache on its own ---------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import pytest
 from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job
 
+pytestmark = pytest.mark.quick
+
 
 def test_defaults_are_auto_and_cached() -> None:
     q = compose_job(CommandLine(), []).quant

@@ -12,6 +12,8 @@ import torch
 from bitcpm.quant.kernels import local_quantizer, quantize_weight, resolve_kernel
 from bitcpm.quant.ternary import quantize_local, straight_through, ternary_fake_quant, ternary_quantize
 
+pytestmark = pytest.mark.quick
+
 
 def reference_ternary(w: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
     """BitCPM-CANN's formula one group at a time, in fp32, cast back to the weight's dtype."""

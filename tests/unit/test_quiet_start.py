@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 
 def test_megatron_fallback_notices_are_hidden_and_others_kept() -> None:
     script = (

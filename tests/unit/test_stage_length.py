@@ -13,6 +13,8 @@ from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.frontend.submission import plan_text
 from tests.support.finished_run import finished_run
 
+pytestmark = pytest.mark.quick
+
 
 def _job(*overrides: str):
     return compose_job(CommandLine(), list(overrides))

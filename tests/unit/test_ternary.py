@@ -7,6 +7,8 @@ import torch
 
 from bitcpm.quant.ternary import activation_fake_quant, ternary_fake_quant, ternary_quantize
 
+pytestmark = pytest.mark.quick
+
 
 def reference_ternary(w: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
     """Straight from the BitCPM-CANN formula, one group at a time."""

@@ -16,6 +16,8 @@ from bitcpm.tracking.keys import KeyMapper, safe_key
 from bitcpm.tracking.limits import batches, truncate
 from bitcpm.tracking.store_uri import default_artifact_location, resolve_store_uri, sqlite_path
 
+pytestmark = pytest.mark.quick
+
 
 @dataclass
 class Cfg:

@@ -13,6 +13,8 @@ from bitcpm.tracking import open_tracker
 from bitcpm.tracking.limits import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 from bitcpm.tracking.mlflow_tracker import RESUME_PARAM_TAG_PREFIX
 
+pytestmark = pytest.mark.quick
+
 
 @dataclass
 class Cfg:

@@ -15,6 +15,8 @@ from bitcpm.tracking.replay import describe, is_permanent, replay_spool_file
 from bitcpm.tracking.resilient import ResilientTracker
 from bitcpm.tracking.spool import MetricPoint, RunSpec, Spool, rejected_path
 
+pytestmark = pytest.mark.quick
+
 FAST = {"retry_interval_s": 0.05, "start_timeout_s": 2.0, "close_timeout_s": 5.0}
 
 

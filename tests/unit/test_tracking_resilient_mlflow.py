@@ -14,6 +14,8 @@ from bitcpm.tracking.mlflow_tracker import FAST_FAIL_HTTP_ENV, OPEN_ID_TAG, star
 from bitcpm.tracking.resilient import ResilientTracker
 from tests.support.mlflow_server import free_port
 
+pytestmark = pytest.mark.quick
+
 
 def Cfg(uri: str | None) -> TrackingConfig:  # noqa: N802 (reads like the config it builds)
     """The real tracking config, pointed at uri."""

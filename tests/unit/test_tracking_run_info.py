@@ -15,6 +15,8 @@ from bitcpm.tracking.run_info import (
     scrub_secrets,
 )
 
+pytestmark = pytest.mark.quick
+
 
 def test_flatten_config_nested_lists_and_none():
     cfg = {

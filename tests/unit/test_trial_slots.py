@@ -11,6 +11,8 @@ from bitcpm.frontend.submission import request_for
 from launchers import local
 from launchers.slurm import executor_parameters
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.fixture
 def cores(monkeypatch):

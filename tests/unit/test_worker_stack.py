@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.mark.parametrize(
     ("device", "expected"),

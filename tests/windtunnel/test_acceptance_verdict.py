@@ -9,6 +9,8 @@ import pytest
 from bitcpm.windtunnel.acceptance import LRS, best_lr_index, fitted_optima, verdict
 from bitcpm.windtunnel.report import Trial
 
+pytestmark = pytest.mark.quick
+
 
 def _study(parameterization: str, optimum_per_width: dict[int, float]) -> list[Trial]:
     """Parabolic loss curves in log lr with the given optimum per width."""

@@ -8,6 +8,8 @@ import pytest
 
 from bitcpm.windtunnel.cli import main
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_module
+
+pytestmark = pytest.mark.integration
 
 SMALL = ["--widths", "64,128,256,512", "--head-dim", "32", "--steps", "8", "model.num_layers=2", "tracking=none"]
 
 
 def coordcheck(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "bitcpm.windtunnel", "coordcheck", "--out", str(tmp_path / "cc"), *SMALL, *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    args = ["coordcheck", "--out", str(tmp_path / "cc"), *SMALL, *args]
+    return run_module("bitcpm.windtunnel", args, tmp_path, env={"OMP_NUM_THREADS": "1"})
 
 
 @pytest.mark.parametrize("quant", ["none", "ternary_g32"])

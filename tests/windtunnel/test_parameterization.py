@@ -9,7 +9,7 @@ import torch
 
 from bitcpm.frontend.compose import CommandLine, compose_job
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.quick, pytest.mark.filterwarnings("ignore::UserWarning")]
 WIDE = ["quant=none", "model.hidden_size=512", "model.dim_model_base=128", "model.num_layers=2"]
 
 

@@ -9,6 +9,8 @@ import pytest
 from bitcpm.windtunnel.report import Trial, fitted_optimum, markdown
 from bitcpm.windtunnel.space import grid_points, parse_param
 
+pytestmark = pytest.mark.quick
+
 
 def _trial(width: int, lr: float, loss: float, quant: str = "none", stage: str = "pretrain") -> Trial:
     return Trial(f"{width}-{lr}-{quant}-{stage}", width, lr, loss, "mup", quant, stage)
