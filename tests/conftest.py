@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Each test's time bound (pytest-timeout), by tier: a hang fails that one test, with its name, instead of eating
 # CI. A few times the slowest measured test of the tier (BENCHMARKS.md, test suite), fixture set-up included;
 # a test that needs more says so itself with @pytest.mark.timeout(seconds).
-TIER_TIMEOUT_S = {"quick": 60, "integration": 240, "slow": 600}
+TIER_TIMEOUT_S = {"quick": 60, "integration": 300, "slow": 900}
 TIER_MARKERS = tuple(TIER_TIMEOUT_S)
 
 
@@ -28,12 +28,43 @@ def tier_of(item: pytest.Item) -> str:
     return "quick"
 
 
+def shared_setup_group(item: pytest.Item) -> str | None:
+    """Tests that share expensive set-up (Slurm, the trained pair, a module's reference run) run on one worker."""
+    if "slurm" in item.fixturenames:
+        return "slurm"  # one single-node Slurm: its jobs would only queue behind each other
+    if "trained_pair" in item.fixturenames:
+        return "trained_pair"
+    module = getattr(item, "module", None)
+    for defs in item._fixtureinfo.name2fixturedefs.values():
+        fixture = defs[-1]
+        if fixture.scope == "module" and module is not None and fixture.func.__module__ == module.__name__:
+            return module.__name__
+    return None
+
+
+def _run_order(item: pytest.Item) -> int:
+    # Longest first, so the quick tier's many short tests fill in behind them on every worker.
+    return {"slurm": 0}.get(shared_setup_group(item) or "", 1 if tier_of(item) != "quick" else 2)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("timeout", None) is not None:  # --timeout on the command line bounds every test
-        return
-    for item in items:
-        if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(TIER_TIMEOUT_S[tier_of(item)]))
+    if config.getoption("timeout", None) is None:  # --timeout on the command line bounds every test instead
+        for item in items:
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(TIER_TIMEOUT_S[tier_of(item)]))
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker (`-n 2`): group and order for the scheduler
+        for item in items:
+            group = shared_setup_group(item)
+            if group:
+                item.add_marker(pytest.mark.xdist_group(group))
+        items.sort(key=_run_order)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        # Workers share the cores: one thread per worker and per run it starts (two on two cores), not two each.
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -159,6 +159,7 @@ def _wait(predicate, timeout: float, what: str, poll: float = 2.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@pytest.mark.timeout(600)  # waits out a real 1-minute Slurm limit, then the requeued attempt
 def test_time_limit_checkpoints_requeues_and_resumes(slurm, tmp_path: Path, warm_cache: Path):
     # --time=1 with USR2 10 s ahead: Slurm's 30 s timer sends the warning 20-50 s into the job, mid-training
     # (400 steps outlast it even on a fast machine); the worker saves and exits 75 and the job requeues itself.
@@ -250,7 +251,7 @@ def test_pipeline_stages_are_chained_with_afterok(slurm, tmp_path: Path, warm_ca
         "launcher.time_min=10",
         "experiment=debug_pipeline",
         "train.seq_length=64",
-        "train.steps=20",
+        "train.steps=10",
         "optim.warmup_steps=2",
         "train.eval_interval=0",
         "train.eval_batches=2",

@@ -12,9 +12,11 @@ with {"pid": ...} when the child started and {"returncode": ...} when it ended (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,18 +130,23 @@ class WarmPython:
 
     def __init__(self) -> None:
         self._helper: subprocess.Popen | None = None
+        self._log: Path | None = None
         self._pending = b""  # reply bytes read but not yet consumed (two replies may arrive in one read)
 
     def _start(self) -> subprocess.Popen:
         if self._helper is None or self._helper.poll() is not None:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-            self._helper = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.warm_python"],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
+            # Its own stderr goes to a file: it outlives the test that started it, and pytest's capture with it.
+            self._log = Path(tempfile.mkdtemp(prefix="warm_python_")) / "helper.log"
+            with open(self._log, "w") as log:
+                self._helper = subprocess.Popen(
+                    [sys.executable, "-m", "tests.support.warm_python"],
+                    cwd=REPO,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                )
             self._pending = b""
         return self._helper
 
@@ -153,7 +160,7 @@ class WarmPython:
                 return None
             chunk = os.read(fd, 65536)
             if not chunk:
-                raise RuntimeError(f"the warm-python helper died (exit {helper.wait()}); see the test's stderr")
+                raise RuntimeError(f"the warm-python helper died (exit {helper.wait()}); its log: {self._log}")
             self._pending += chunk
         line, _, self._pending = self._pending.partition(b"\n")
         return json.loads(line)
@@ -180,12 +187,23 @@ class WarmPython:
             if started is None:
                 raise RuntimeError("the warm-python helper did not start a child in 300 s")
             pid = started["pid"]
-            ended = self._reply(helper, timeout)
+            try:
+                ended = self._reply(helper, timeout)
+            except BaseException:  # the test itself timed out or was interrupted while its child ran
+                self._abandon(helper, pid)
+                raise
             if ended is None:
-                os.kill(pid, 9)
-                self._reply(helper, 60)
+                self._abandon(helper, pid)
                 raise subprocess.TimeoutExpired(cmd, timeout, out.read_text(), err.read_text())
             return subprocess.CompletedProcess(cmd, ended["returncode"], out.read_text(), err.read_text())
+
+    def _abandon(self, helper: subprocess.Popen, pid: int) -> None:
+        """Kill a child nobody waits for any more; the helper must reap it before it can serve the next run."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if self._reply(helper, 60) is None:  # the helper is stuck: start a new one next time
+            helper.kill()
+            helper.wait()
 
     def close(self) -> None:
         if self._helper is not None and self._helper.poll() is None:

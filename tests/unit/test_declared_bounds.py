@@ -1,6 +1,7 @@
 """constraints-lowest.txt pins exactly the lower bound of every core dependency pyproject.toml declares.
 
-Core: the base install, the extras CI's lowest-versions job installs (LOWEST_EXTRAS) and pytest.
+Core: the base install, the extras CI's lowest-versions job installs (LOWEST_EXTRAS) and its test runner
+(pytest, and pytest-timeout, which every test's time bound needs).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 # torch's lowest CPU build is not on the index CI installs from (see the file's header).
 EXEMPT = {"torch"}
 LOWEST_EXTRAS = ("slurm", "ui")
-TEST_RUNNER = "pytest"
+TEST_RUNNER = ("pytest", "pytest-timeout")
 
 
 def _declared() -> dict[str, Version]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    runner = [r for r in extras["dev"] if Requirement(r).name == TEST_RUNNER]
+    runner = [r for r in extras["dev"] if Requirement(r).name in TEST_RUNNER]
     requirements = [*project["dependencies"], *(r for name in LOWEST_EXTRAS for r in extras[name]), *runner]
     floors: dict[str, Version] = {}
     for line in requirements:
