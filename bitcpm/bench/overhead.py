@@ -70,9 +70,9 @@ def bench_key(job: JobConfig, world_size: int, device: str | None = None) -> str
 def _client(source: Any) -> Any:
     # A tracking URI, an MlflowClient, or a Tracker holding one (MlflowTracker.client); a NullTracker has none.
     if isinstance(source, str):
-        from mlflow.tracking import MlflowClient
+        from bitcpm.tracking.client import open_client
 
-        return MlflowClient(tracking_uri=source)
+        return open_client(source)
     client = getattr(source, "client", source)
     return client if hasattr(client, "search_runs") else None
 
@@ -89,18 +89,10 @@ def find_bf16_bench(source: Any, experiment: str, key: str) -> float | None:
         client = _client(source)
         if client is None:
             return None
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return None
-        runs = client.search_runs(
-            [exp.experiment_id],
-            filter_string=(
-                f"tags.`{BENCH_KEY_TAG}` = '{key}' AND tags.`{BENCH_VARIANT_TAG}` = '{BF16_VARIANT}' "
-                "AND attributes.status = 'FINISHED'"
-            ),
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
+        from bitcpm.tracking.client import find_runs
+
+        tags = {BENCH_KEY_TAG: key, BENCH_VARIANT_TAG: BF16_VARIANT}
+        runs = find_runs(client, experiment, tags, finished_only=True, max_results=1)
     except Exception as exc:  # any store failure: report it, carry on without the metric
         log.warning("no qat_overhead: could not search MLflow for a BF16 bench (%s)", exc)
         return None

@@ -13,8 +13,7 @@ from bitcpm.bench.overhead import BENCH_KEY_TAG, BENCH_VARIANT_TAG
 from bitcpm.bench.report import BenchResult, VariantSummary
 from bitcpm.config.root import JobConfig
 from bitcpm.tracking import Tracker, open_tracker
-
-PARENT_TAG = "mlflow.parentRunId"
+from bitcpm.tracking.client import child_of
 
 
 def _quant_tag(job: JobConfig) -> str:
@@ -62,7 +61,7 @@ def log_bench(
         parent.log_metrics(result.parent_metrics(), step=0)
         parent.log_text("\n".join(result.notes) + "\n", "bench/notes.txt")
         for job, summary in ((bf16_job, result.bf16), (qat_job, result.qat)):
-            child_tags = {**tags, PARENT_TAG: str(parent.run_id), BENCH_VARIANT_TAG: summary.variant}
+            child_tags = {**tags, **child_of(str(parent.run_id)), BENCH_VARIANT_TAG: summary.variant}
             child_tags["quant"] = _quant_tag(job)
             child = open_tracker(
                 job.tracking, run_name=f"{name}/{summary.variant}", params=asdict(job), tags=child_tags

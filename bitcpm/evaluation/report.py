@@ -14,23 +14,14 @@ def metric_key(task: str, metric: str) -> str:
 
 def log_results(uri: str, run_id: str | None, experiment: str, run_name: str, results: Results) -> str:
     """Log every metric (into run_id, or a new run of `experiment` when the training run was not tracked)."""
-    from mlflow.tracking import MlflowClient
+    from bitcpm.tracking.client import create_run, finish_run, log_metrics, open_client
 
-    from bitcpm.tracking.store_uri import default_artifact_location
-
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     if run_id is None:
-        found = client.get_experiment_by_name(experiment)
-        exp_id = (
-            found.experiment_id
-            if found
-            else client.create_experiment(experiment, artifact_location=default_artifact_location(uri))
-        )
-        run_id = client.create_run(exp_id, run_name=run_name, tags={"bitcpm.kind": "evaluation"}).info.run_id
-        client.set_terminated(run_id)
-    for task, values in results.items():
-        for metric, value in values.items():
-            client.log_metric(run_id, metric_key(task, metric), value)
+        run_id = create_run(client, experiment, run_name, {"bitcpm.kind": "evaluation"})
+        finish_run(client, run_id)
+    metrics = {metric_key(task, metric): value for task, values in results.items() for metric, value in values.items()}
+    log_metrics(client, run_id, metrics)
     return run_id
 
 

@@ -79,9 +79,8 @@ def evaluate(path: str, options: dict[str, str]) -> int:
     print(format_retention(rows))
     uri = _tracking_uri(target, options.get("tracking.uri"))
     if run_id is not None and uri is not None:
-        from mlflow.tracking import MlflowClient
+        from bitcpm.tracking.client import log_metrics, open_client
 
-        client = MlflowClient(tracking_uri=uri)
-        for task, (*_, ratio) in rows.items():
-            client.log_metric(run_id, metric_key(task, "retention"), ratio)
+        ratios = {metric_key(task, "retention"): ratio for task, (*_, ratio) in rows.items()}
+        log_metrics(open_client(uri), run_id, ratios)
     return 0

@@ -11,6 +11,7 @@ import sys
 
 from bitcpm.frontend import study_tracking as st
 from bitcpm.frontend.members import Member
+from bitcpm.tracking.client import child_of
 
 
 def _warn(what: str, exc: BaseException) -> None:
@@ -22,7 +23,7 @@ def set_parent(member: Member, parent_id: str | None, extra_tags: dict[str, str]
     for stage in member.stages:
         tags = stage.job.tracking.tags
         if parent_id is not None:
-            tags[st.PARENT_TAG] = parent_id
+            tags.update(child_of(parent_id))
         tags.update(extra_tags or {})
 
 
@@ -34,7 +35,7 @@ def open_pipeline_run(member: Member, study_parent: str | None) -> str | None:
     pipeline_id = tracking.tags.get("pipeline", "")
     tags = {"stage": "pipeline", "pipeline": pipeline_id, st.OVERRIDES_TAG: member.label}
     if study_parent is not None:
-        tags[st.PARENT_TAG] = study_parent
+        tags.update(child_of(study_parent))
     name = f"pipeline {member.short_label}" if member.swept else f"pipeline-{member.job.experiment_name or pipeline_id}"
     try:
         run_id = st.open_parent(

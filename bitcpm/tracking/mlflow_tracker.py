@@ -18,10 +18,11 @@ from mlflow.tracking import MlflowClient
 
 from bitcpm.tracking import limits
 from bitcpm.tracking.base import Tracker
+from bitcpm.tracking.client import ensure_experiment, open_client
 from bitcpm.tracking.keys import KeyMapper
 from bitcpm.tracking.run_info import UNKNOWN, scrub_secrets
 from bitcpm.tracking.spool import MetricPoint, RunSpec
-from bitcpm.tracking.store_uri import default_artifact_location, sqlite_path
+from bitcpm.tracking.store_uri import default_artifact_location
 
 log = logging.getLogger(__name__)
 
@@ -73,36 +74,6 @@ def system_tags(tags: Mapping[str, str]) -> dict[str, str]:
     if commit != UNKNOWN:
         system["mlflow.source.git.commit"] = commit
     return system
-
-
-# MLflow 3's UI opens an experiment in its GenAI view unless this tag marks it as model training.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-TRAINING_KIND = "custom_model_development"
-
-
-def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """Id of the named experiment, creating it (or restoring it from the trash) when needed.
-
-    The experiment is marked as model training, so MLflow's UI opens it on its runs and charts.
-    """
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            return client.create_experiment(
-                name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
-            )
-        except MlflowException as exc:
-            # A parallel sweep job may have created it between our lookup and our create.
-            experiment = client.get_experiment_by_name(name)
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or experiment is None:
-                raise
-    if experiment.lifecycle_stage == LifecycleStage.DELETED:
-        # A deleted experiment still owns its name, so creating a new one would fail.
-        log.warning("MLflow experiment %r was deleted; restoring it", name)
-        client.restore_experiment(experiment.experiment_id)
-    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older bitcpm or by hand: only fill a gap
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
-    return experiment.experiment_id
 
 
 class MlflowTracker(Tracker):
@@ -223,17 +194,9 @@ def _find_opened_run(client: MlflowClient, experiment_id: str, open_id: str) -> 
     return runs[0].info.run_id if runs else None
 
 
-def _client(uri: str) -> MlflowClient:
-    database = sqlite_path(uri)
-    if database is not None:
-        # sqlite creates the file but not missing parent directories.
-        database.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
-
-
 def attach_mlflow_run(uri: str, run_id: str) -> MlflowTracker:
     """Tracker on an existing run that changes nothing on attach (for replaying records into it)."""
-    return MlflowTracker(_client(uri), run_id)
+    return MlflowTracker(open_client(uri), run_id)
 
 
 def start_mlflow_run(
@@ -252,7 +215,7 @@ def start_mlflow_run(
     `open_id` tags a created run; with `retry`, a run an earlier attempt with that id created is
     resumed instead of creating a second one (the earlier reply may have been lost in an outage).
     """
-    client = _client(uri)
+    client = open_client(uri)
     if resume_run_id:
         tracker = _resume(client, resume_run_id, experiment)
     else:

@@ -110,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _compare(root: Path, tracking: list[str], lrs: list[float]) -> int:
     from bitcpm.frontend.compose import CommandLine, compose_job
+    from bitcpm.tracking.client import open_client
     from bitcpm.windtunnel.report import plot_transfer
     from bitcpm.windtunnel.report_run import study_trials
-    from bitcpm.windtunnel.tracking import client_for, store_uri
+    from bitcpm.windtunnel.tracking import store_uri
 
     job = compose_job(CommandLine(), tracking, check_rules=False)
-    client = client_for(store_uri(job.tracking))
+    client = open_client(store_uri(job.tracking))
     trials = {par: study_trials(client, EXPERIMENT, study)[1] for par, study in STUDIES.items()}
     png = plot_transfer([*trials["mup"], *trials["sp"]], "muP vs sp: loss against lr per width", root / "mup_vs_sp.png")
     idx = {par: best_lr_index(t, lrs) for par, t in trials.items()}

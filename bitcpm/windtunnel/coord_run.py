@@ -69,14 +69,13 @@ def _log(job, args: CoordCheckArgs, found: list[Drift], files: list[Path], passe
     """A run in the job's MLflow experiment with the slopes, the verdict, the PNG and the raw numbers."""
     if job.tracking.backend == "none":
         return None
+    from bitcpm.tracking.client import create_run, finish_run, log_files, log_metrics, log_params, open_client
     from bitcpm.tracking.run_info import default_tags
-    from bitcpm.windtunnel.tracking import KIND_TAG, client_for, experiment_id, experiment_name, log_files, store_uri
+    from bitcpm.windtunnel.tracking import KIND_TAG, experiment_name, store_uri
 
-    uri = store_uri(job.tracking)
-    client = client_for(uri)
+    client = open_client(store_uri(job.tracking))
     tags = {**default_tags(), KIND_TAG: "coordcheck", "coordcheck.passed": str(passed).lower()}
-    run = client.create_run(experiment_id(client, experiment_name(job.tracking), uri), run_name="coordcheck", tags=tags)
-    rid = run.info.run_id
+    rid = create_run(client, experiment_name(job.tracking), "coordcheck", tags)
     params = {
         "widths": ",".join(map(str, args.widths)),
         "steps": args.steps,
@@ -86,12 +85,11 @@ def _log(job, args: CoordCheckArgs, found: list[Drift], files: list[Path], passe
         "quant": "none" if not job.quant.enabled else f"ternary_g{job.quant.group_size}",
         "overrides": " ".join(args.overrides),
     }
-    for k, v in params.items():
-        client.log_param(rid, k, str(v))
-    for d in found:
-        client.log_metric(rid, f"slope.{d.kind}.{d.name}".replace(" ", "_").replace("(", "").replace(")", ""), d.slope)
+    log_params(client, rid, params)
+    slopes = {f"slope.{d.kind}.{d.name}".replace(" ", "_").replace("(", "").replace(")", ""): d.slope for d in found}
+    log_metrics(client, rid, slopes)
     log_files(client, rid, files)
-    client.set_terminated(rid, "FINISHED")
+    finish_run(client, rid)
     return rid
 
 

@@ -1,7 +1,7 @@
 """`python -m bitcpm.windtunnel report STUDY`: read a study back from MLflow, plot and tabulate it.
 
-The study is the parent run tagged bitcpm.study=STUDY; its trials are the runs whose
-mlflow.parentRunId is that run. Each trial's params are its full config, its metrics the validation
+The study is the parent run tagged bitcpm.study=STUDY; its trials are its child runs
+(bitcpm.tracking.client.children). Each trial's params are its full config, its metrics the validation
 losses (final_val_loss when the driver wrote one, else the last val_loss).
 """
 

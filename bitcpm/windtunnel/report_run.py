@@ -9,7 +9,8 @@ from bitcpm.windtunnel.report import Trial, markdown, plot_transfer, trial_of
 
 def study_trials(client, experiment: str, study: str) -> tuple[str, list[Trial], int]:
     """(parent run id, trials with a loss, number of children without one); ValueError if no such study."""
-    from bitcpm.windtunnel.tracking import children, find_study_run
+    from bitcpm.tracking.client import children
+    from bitcpm.windtunnel.tracking import find_study_run
 
     parent = find_study_run(client, experiment, study)
     if parent is None:
@@ -22,12 +23,13 @@ def study_trials(client, experiment: str, study: str) -> tuple[str, list[Trial],
 def run_report(study: str, overrides: list[str], out: Path) -> int:
     """Report `study` from the tracking store the overrides name; prints the markdown."""
     from bitcpm.frontend.compose import CommandLine, compose_job
-    from bitcpm.windtunnel.tracking import client_for, experiment_name, log_files, store_uri
+    from bitcpm.tracking.client import log_files, open_client
+    from bitcpm.windtunnel.tracking import experiment_name, store_uri
 
     job = compose_job(CommandLine(), overrides, check_rules=False)
     if job.tracking.backend != "mlflow":
         raise ValueError("tracking.backend=none: the report reads the study from MLflow")
-    client = client_for(store_uri(job.tracking))
+    client = open_client(store_uri(job.tracking))
     parent, trials, skipped = study_trials(client, experiment_name(job.tracking), study)
     if not trials:
         raise ValueError(f"study {study}: none of its {skipped} trial runs has a validation loss yet")

@@ -31,55 +31,57 @@ class MlflowLink:
         self.client = self.parent = None
         if job.tracking.backend != "mlflow":
             return
-        from bitcpm.windtunnel.tracking import client_for, experiment_name, open_study_run, store_uri
+        from bitcpm.tracking.client import open_client, restart_run
+        from bitcpm.windtunnel.tracking import experiment_name, open_study_run, store_uri
 
-        uri = store_uri(job.tracking)
-        self.client = client_for(uri)
+        self.client = open_client(store_uri(job.tracking))
         space = {
             p.key: list(p.choices) if p.choices else [p.low, p.high, "log" if p.log else "lin"] for p in args.params
         }
         params = {"space": space, "sampler": args.sampler, "overrides": " ".join(args.overrides), "storage": storage}
-        self.parent = open_study_run(self.client, uri, experiment_name(job.tracking), args.study, "search", params)
-        self.client.update_run(self.parent, status="RUNNING")  # a resumed study's parent runs again
+        self.parent = open_study_run(self.client, experiment_name(job.tracking), args.study, "search", params)
+        restart_run(self.client, self.parent)  # a resumed study's parent runs again
 
     def close(self, status: str) -> None:
         """End the study's parent run."""
         if self.client is not None:
-            self.client.set_terminated(self.parent, status)
+            from bitcpm.tracking.client import finish_run
+
+            finish_run(self.client, self.parent, status)
 
     def _runs(self, r: Running) -> list:
+        from bitcpm.tracking.client import find_runs
         from bitcpm.windtunnel.tracking import experiment_name
 
-        exp = self.client.get_experiment_by_name(experiment_name(self.job.tracking))
-        if exp is None:
-            return []
-        return self.client.search_runs([exp.experiment_id], filter_string=f"tags.run_dir = '{r.run_dir}'")
+        return find_runs(self.client, experiment_name(self.job.tracking), {"run_dir": str(r.run_dir)})
 
     def adopt(self, r: Running) -> None:
         """Make a running trial's training run a child as soon as it exists (the UI nests it while it trains)."""
         if self.client is None or r.linked:
             return
-        from bitcpm.windtunnel.tracking import PARENT_TAG, STUDY_TAG
+        from bitcpm.tracking.client import child_of, set_tags
+        from bitcpm.windtunnel.tracking import STUDY_TAG
 
         for run in self._runs(r):
-            tags = {PARENT_TAG: self.parent, STUDY_TAG: self.study, "optuna.trial": str(r.trial.number)}
-            tags["bitcpm.overrides"] = " ".join(r.overrides)[:5000]
-            for key, value in tags.items():
-                self.client.set_tag(run.info.run_id, key, value)
+            tags = {**child_of(self.parent), STUDY_TAG: self.study, "optuna.trial": str(r.trial.number)}
+            tags["bitcpm.overrides"] = " ".join(r.overrides)
+            set_tags(self.client, run.info.run_id, tags)
             r.linked = True
 
     def __call__(self, r: Running, state: str, losses: dict[int, float]) -> None:
         """Tag the trial's training run (found by its run directory) as a child, with how it ended."""
         if self.client is None:
             return
+        from bitcpm.tracking.client import log_metrics, set_tags
+
         r.linked = False
         self.adopt(r)
         for run in self._runs(r):
             rid = run.info.run_id
-            self.client.set_tag(rid, "optuna.state", state)
+            set_tags(self.client, rid, {"optuna.state": state})
             if losses:
-                self.client.log_metric(rid, "best_val_loss", min(losses.values()))
-                self.client.log_metric(rid, "final_val_loss", losses[max(losses)])
+                ends = {"best_val_loss": min(losses.values()), "final_val_loss": losses[max(losses)]}
+                log_metrics(self.client, rid, ends)
 
 
 def run_search(args: SearchArgs) -> int:
@@ -154,8 +156,8 @@ def _summary(study, name: str, launched: int, link: MlflowLink) -> int:
     best = study.best_trial
     print(f"search {name}: best trial {best.number}: val_loss {best.value:.4f} at {best.params}")
     if link.client is not None:
-        for key, value in best.params.items():
-            link.client.set_tag(link.parent, f"best.{key}", str(value))
-        link.client.log_metric(link.parent, "best_val_loss", best.value)
-        link.client.log_metric(link.parent, "trials_complete", len(done))
+        from bitcpm.tracking.client import log_metrics, set_tags
+
+        set_tags(link.client, link.parent, {f"best.{key}": value for key, value in best.params.items()})
+        log_metrics(link.client, link.parent, {"best_val_loss": best.value, "trials_complete": len(done)})
     return 0

@@ -37,13 +37,14 @@ def derived(model: ModelConfig, lr: float) -> dict[str, float]:
 
 def best_base(client, experiment: str, study: str) -> tuple[dict[str, str], str, float]:
     """(params of the study's best trial, its run id, its loss)."""
+    from bitcpm.tracking.client import run_params
     from bitcpm.windtunnel.report_run import study_trials
 
     _, trials, _ = study_trials(client, experiment, study)
     if not trials:
         raise ValueError(f"study {study}: no trial has a validation loss to transfer")
     best = min(trials, key=lambda t: t.loss)
-    params = client.get_run(best.run_id).data.params
+    params = run_params(client, best.run_id)
     if params.get("model.parameterization", "mup") != "mup":
         raise ValueError(f"study {study}: its best trial used model.parameterization=sp; muP transfer needs mup")
     return params, best.run_id, best.loss
@@ -80,12 +81,13 @@ def run_transfer(study: str, target: str, name: str, config_dir: Path | None, fo
     """Write <config dir>/experiment/<name>.yaml, print the changes, check it composes and validates."""
     from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.presets import conf_dir
-    from bitcpm.windtunnel.tracking import client_for, experiment_name, store_uri
+    from bitcpm.tracking.client import open_client
+    from bitcpm.windtunnel.tracking import experiment_name, store_uri
 
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"--name={name}: use letters, digits, '-' and '_' only")
     job = compose_job(CommandLine(), overrides, check_rules=False)
-    client = client_for(store_uri(job.tracking))
+    client = open_client(store_uri(job.tracking))
     params, run_id, loss = best_base(client, experiment_name(job.tracking), study)
     values = {key: _number(params[key]) for key in BASE_KEYS}
     folder = (config_dir or conf_dir()) / "experiment"

@@ -2,6 +2,7 @@
 
 Module-level imports run when a module is first imported, so a cycle there can break imports outright; imports
 inside functions run later, but a cycle there still ties two concerns together. Both graphs must be acyclic.
+MLflow has one door: only bitcpm.tracking imports mlflow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.quick
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("bitcpm", "launchers")
+MLFLOW_DOOR = "bitcpm.tracking"
 
 
 def _modules() -> dict[str, Path]:
@@ -78,6 +80,17 @@ def _graphs() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     return top, every
 
 
+def imported_roots(tree: ast.AST) -> set[str]:
+    """Top-level names of every absolute import in a file, at module level, in functions or under TYPE_CHECKING."""
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle of the directed graph as a list of nodes (first == last), or None."""
     state: dict[str, int] = {}  # 1 on the current path, 2 finished
@@ -115,3 +128,16 @@ def test_no_cycle_among_module_level_imports() -> None:
 def test_no_cycle_counting_imports_inside_functions() -> None:
     _, every = _graphs()
     assert find_cycle(every) is None
+
+
+def test_imported_roots_sees_imports_inside_functions() -> None:
+    tree = ast.parse("import os\ndef f():\n    from mlflow.tracking import MlflowClient\n    from . import x\n")
+    assert imported_roots(tree) == {"os", "mlflow"}
+
+
+def test_only_the_tracking_package_imports_mlflow() -> None:
+    modules = _modules()
+    outside = [name for name in modules if name != MLFLOW_DOOR and not name.startswith(f"{MLFLOW_DOOR}.")]
+    assert len(outside) > 50
+    offenders = [name for name in outside if "mlflow" in imported_roots(ast.parse(modules[name].read_text()))]
+    assert offenders == [], f"import mlflow through bitcpm.tracking.client, not directly: {offenders}"
