@@ -2,8 +2,9 @@
 
 Order: value ranges and choices of every key (bitcpm.config.ranges), the cross-group rules
 (bitcpm.config.validate), then what lies outside the config: optional packages the job needs, data
-inputs, the tokenizer and the checkpoints a stage starts from. Each failure is one ConfigError line
-naming the key. Hardware stacks (CUDA, torch_npu, MindSpeed) are checked where the job runs instead.
+inputs, the tokenizer and the checkpoints a stage starts from (complete, of a fitting model, files intact).
+Each failure is one ConfigError line naming the key. Hardware stacks (CUDA, torch_npu, MindSpeed) are checked
+where the job runs instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bitcpm.config.checkpoint_manifest import Verdict, note_unverifiable, verify
 from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError, validate
@@ -108,8 +110,23 @@ def _stored_model(key: str, value: str, checkpoint: Path) -> dict:
     return model
 
 
+# A multirun's members usually share their init_from: its files are hashed once per front-end process.
+_verdicts: dict[Path, Verdict] = {}
+
+
+def check_intact(key: str, value: str, checkpoint: Path) -> None:
+    """The checkpoint's files match its manifest (a note, once, when it predates manifests)."""
+    verdict = _verdicts.get(checkpoint.resolve())
+    if verdict is None:
+        verdict = _verdicts[checkpoint.resolve()] = verify(checkpoint)
+    if verdict.state == "damaged":
+        raise ConfigError(str(verdict.error(f"{key}={value}")))
+    if verdict.state == "unverifiable":
+        note_unverifiable(checkpoint)
+
+
 def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:
-    """init_from and teacher_from name complete checkpoints whose stored model fits this job."""
+    """init_from and teacher_from name complete, intact checkpoints whose stored model fits this job."""
     from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint  # torch-free; models import config
 
     planned = {p.resolve() for p in planned_runs}
@@ -134,6 +151,7 @@ def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset(
                     f"{key}={value}: its model.{name}={stored.get(name)} differs from this job's "
                     f"model.{name}={ours.get(name)}"
                 )
+        check_intact(key, value, checkpoint)  # last: it reads every file, the checks above only the config
 
 
 def preflight(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:

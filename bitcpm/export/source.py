@@ -1,9 +1,9 @@
 """The one place export and evaluation read a bitcpm run or checkpoint: (JobConfig, single-rank megatron model).
 
-A run directory means its newest complete checkpoint. The model is built at tp=1 in fp32 on the CPU with the
-run's quantizer, so its forward is bitcpm's own forward of the trained weights (the reference every export is
-verified against). Reading the weights is `_load_weights`, the checkpoint module's weights-only loader: nothing
-else here knows the checkpoint format.
+A run directory means its newest complete checkpoint; its files are checked against its manifest first. The model
+is built at tp=1 in fp32 on the CPU with the run's quantizer, so its forward is bitcpm's own forward of the trained
+weights (the reference every export is verified against). Reading the weights is `_load_weights`, the checkpoint
+module's weights-only loader: nothing else here knows the checkpoint format.
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ class Source:
 
 
 def resolve(path: str | Path) -> tuple[Path, Path]:
-    """(run directory, checkpoint directory) of a run directory or one of its checkpoints."""
+    """(run directory, checkpoint directory) of a run directory or one of its checkpoints, its files checked
+    against the checkpoint's manifest (DamagedCheckpointError, a ValueError, names the first bad file)."""
+    from bitcpm.config.checkpoint_manifest import require_usable
     from bitcpm.training.stage import resolve_checkpoint
 
     ckpt_dir = resolve_checkpoint(str(path), "RUN_OR_CHECKPOINT")
     run_dir = ckpt_dir.parent.parent
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{path}: no config.yaml in {run_dir} (is it a bitcpm run?)")
+    require_usable(ckpt_dir, str(path))  # before the model is built: a damaged source is one line, not a traceback
     return run_dir, ckpt_dir
 
 
@@ -73,7 +76,7 @@ def _load_weights(ckpt_dir: Path, model: torch.nn.Module) -> str | None:
     """The weights of a checkpoint (torch_dist, any layout) into the tp=1 model; returns the MLflow run id."""
     from bitcpm.training import checkpoint as ckpt
 
-    return ckpt.load_model_weights(ckpt_dir, [model]).get("mlflow_run_id")
+    return ckpt.load_model_weights(ckpt_dir, [model], verified=True).get("mlflow_run_id")  # resolve() checked it
 
 
 def open_source(path: str | Path) -> Source:

@@ -1,4 +1,4 @@
-"""Writing one checkpoint into its staging directory: free-space check, progress, disk-full handling."""
+"""Writing one checkpoint into its staging directory: free-space check, progress, disk-full handling, manifest."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from megatron.core.dist_checkpointing.mapping import is_main_replica
 from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
 from megatron.core.dist_checkpointing.strategies.base import SaveShardedStrategy
 
+from bitcpm.config.checkpoint_manifest import write_manifest
 from bitcpm.training import sharded_state
 from bitcpm.training.checkpoint_progress import WriteProgress, bytes_under, human_bytes
 from bitcpm.training.faults import crash_point, fill_disk_point
@@ -176,4 +177,24 @@ def write_staged(
         raise _disk_full(step, root, needed) from failed
     if failed is not None:
         raise failed
-    dist.barrier()
+    dist.barrier()  # every rank's files are written and flushed: rank 0 can record them
+    _record_manifest(tmp, step, root, needed, rank0)
+
+
+def _record_manifest(tmp: Path, step: int, root: Path, needed: int, rank0: bool) -> None:
+    """Rank 0 writes MANIFEST.json into the staging directory (before the rename and the marker); a failure
+    there stops every rank, as a failed shard write does (no rank is left waiting for a publish that never comes)."""
+    failed: OSError | None = None
+    if rank0:
+        try:
+            write_manifest(tmp)
+        except OSError as exc:
+            failed = exc
+    if not _any(failed is not None):
+        return
+    full = _any(failed is not None and _is_disk_full(failed))
+    if rank0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if full:
+        raise _disk_full(step, root, needed) from failed
+    raise failed or OSError(f"checkpoint of step {step}: rank 0 could not write its manifest")

@@ -5,12 +5,14 @@
 Runs in one CPU process: the tp shards are merged into full tensors (weights and AdamW moments, using
 megatron's partition_dim/partition_stride of each parameter), loaded into the model built from the run's
 config.yaml, and saved through the new checkpoint writer in place of the old directory, which is kept
-next to it as legacy_step_XXXXXXXX. The converted checkpoint resumes at any layout.
+next to it as legacy_step_XXXXXXXX. The converted checkpoint resumes at any layout and, like every checkpoint
+written now, carries a MANIFEST.json of its files.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,19 @@ def _merge(param: torch.nn.Parameter, values: list[torch.Tensor]) -> torch.Tenso
     return merge_shards(values, int(param.partition_dim), int(getattr(param, "partition_stride", 1)))
 
 
+def _load_shard(path: Path) -> dict[str, Any]:
+    """One old shard file; a truncated or corrupt one (old checkpoints have no manifest) is one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ConvertError(f"{path}: cannot be read, the file is damaged ({_first_sentence(exc)})") from None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    # torch's reader appends a paragraph of advice to its one useful sentence.
+    return " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
+
+
 def read_legacy(ckpt_dir: Path) -> list[dict[str, Any]]:
     """The per-tp-rank states of an old checkpoint, tp rank order."""
     if not (ckpt_dir / ckpt.COMPLETE).exists():
@@ -40,7 +55,7 @@ def read_legacy(ckpt_dir: Path) -> list[dict[str, Any]]:
         raise ConvertError(f"{ckpt_dir}: no shard_tpXX_pp00.pt files (already converted, or not a bitcpm checkpoint)")
     if any(ckpt_dir.glob("shard_tp*_pp0[1-9].pt")):
         raise ConvertError(f"{ckpt_dir}: pipeline-parallel shards; earlier bitcpm versions never wrote them")
-    shards = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+    shards = [_load_shard(f) for f in files]
     if "optimizer" not in shards[0]:  # model shards beside optim_rankNNNNN.pt files: a development build's
         raise ConvertError(
             f"{ckpt_dir}: written by an interim development build (optim_rank*.pt files), whose optimizer "

@@ -64,7 +64,7 @@ class Session:
             job.train.seed,
             job.hardware.device,
         )
-        ckpt.load_model_weights(source, teacher)
+        ckpt.load_model_weights(source, teacher, f"stage.teacher_from={job.stage.teacher_from}")
         self.teacher = teacher
         return make_distill_loss(teacher[0], job.stage.alpha, job.stage.temperature)
 
@@ -72,15 +72,16 @@ class Session:
     def restore(self) -> str:
         """Resume from the newest complete checkpoint of this run, or initialise from stage.init_from."""
         partial = ckpt.incomplete_checkpoints(self.run_dir)
-        latest = ckpt.latest_checkpoint(self.run_dir)
         barrier()  # every rank has looked before rank 0 tidies up
         if partial and self.info.is_main:
             names = ", ".join(p.name for p in partial)
             print(f"bitcpm: ignoring incomplete checkpoint(s) left by an interrupted save: {names}")
             for p in partial:
                 ckpt.discard(p)
+        # Rank 0 checks the files against their manifests (a damaged newest one is skipped with a warning).
+        latest = ckpt.newest_intact_checkpoint(self.run_dir)
         if latest is not None:
-            state = ckpt.load_checkpoint(latest, self.engine.model, self.engine.optimizer)
+            state = ckpt.load_checkpoint(latest, self.engine.model, self.engine.optimizer, verified=True)
             self._weights_changed(main_weights_loaded=True)
             self.step = state["step"]
             self.nan_skips = state.get("nan_skips", 0)
@@ -99,7 +100,7 @@ class Session:
         if source is not None:
             # The loss of the freshly initialised model shows what the stage gains from its start.
             self.fresh_init_val_loss = self.validate()
-            ckpt.load_model_weights(source, self.engine.model)
+            ckpt.load_model_weights(source, self.engine.model, f"stage.init_from={self.job.stage.init_from}")
             self._weights_changed()
             return f"initialised from {source} (a fresh model's validation loss: {self.fresh_init_val_loss:.4f})"
         return "fresh start"

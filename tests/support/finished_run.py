@@ -1,7 +1,8 @@
 """A run directory as a finished bitcpm run leaves it, for tests of checks that read only its files.
 
-Pre-launch checks read a checkpoint's COMPLETE marker and the run's config.yaml, never its weights,
-so config tests can name a source run without training one.
+Pre-launch checks read a checkpoint's COMPLETE marker, its MANIFEST.json where there is one (this run has
+none: noted as unverifiable) and the run's config.yaml, never its weights, so config tests can name a source run
+without training one.
 """
 
 from __future__ import annotations
