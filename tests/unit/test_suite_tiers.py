@@ -48,6 +48,15 @@ def test_every_test_module_declares_its_tier() -> None:
     )
 
 
+def test_test_module_names_are_unique() -> None:
+    # The test directories are not packages: pytest imports each module by its file name, and a second module of
+    # the same name in another directory fails to collect ("import file mismatch").
+    names: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
+
+
 @pytest.mark.parametrize(
     ("source", "tiers"),
     [
