@@ -19,7 +19,8 @@ def _losses(cwd: Path) -> dict[int, float]:
 
 
 def test_short_run_decreases_loss(tmp_path: Path, data_cache: Path) -> None:
-    proc = run_train([*SHORT, "train.seq_length=128"], tmp_path, data_cache)
+    # A brand-new interpreter, imports and all, as a new user's first command (the other runs fork warm).
+    proc = run_train([*SHORT, "train.seq_length=128"], tmp_path, data_cache, fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     val = metric_series(run_dir / "metrics.jsonl", "val_loss")
