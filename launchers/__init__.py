@@ -16,7 +16,7 @@ from launchers.request import LaunchRequest, NodeScriptOptions, SlurmOptions
 
 _MODULES = {"local": "launchers.local", "slurm": "launchers.slurm", "ascend": "launchers.ascend"}
 
-__all__ = ["LaunchRequest", "NodeScriptOptions", "SlurmOptions", "get_launcher", "launch_all"]
+__all__ = ["LaunchRequest", "NodeScriptOptions", "SlurmOptions", "get_launcher"]
 
 
 def get_launcher(name: str) -> ModuleType:
@@ -25,11 +25,3 @@ def get_launcher(name: str) -> ModuleType:
         return importlib.import_module(_MODULES[name])
     except KeyError:
         raise ValueError(f"launcher.name={name}: expected one of {', '.join(_MODULES)}") from None
-
-
-def launch_all(name: str, requests: list[LaunchRequest]) -> int:
-    """Start several jobs: in one batch (a Slurm array) where the launcher can, else one after another."""
-    launcher = get_launcher(name)
-    if len(requests) > 1 and hasattr(launcher, "launch_many"):
-        return int(launcher.launch_many(requests))
-    return max((int(launcher.launch(r)) for r in requests), default=0)

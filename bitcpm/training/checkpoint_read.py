@@ -19,11 +19,6 @@ def checkpoint_info(ckpt_dir: Path) -> dict[str, Any]:
     return common["bitcpm"]
 
 
-def describe_layout(layout: dict[str, int]) -> str:
-    """'tp=2 pp=1 dp=1'."""
-    return " ".join(f"{k}={layout[k]}" for k in ("tp", "pp", "dp"))
-
-
 def read_into(
     ckpt_dir: Path, model_chunks: list[torch.nn.Module], optimizer: Any | None, with_rng: bool
 ) -> dict[str, Any]:

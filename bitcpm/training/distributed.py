@@ -76,11 +76,3 @@ def barrier() -> None:
     """Wait for every rank."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def all_reduce_mean(value: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
-    """Average a tensor over a group (in place, returned for chaining)."""
-    if group is not None and dist.get_world_size(group) > 1:
-        dist.all_reduce(value, group=group)
-        value /= dist.get_world_size(group)
-    return value

@@ -90,8 +90,3 @@ def apply_mup(model: torch.nn.Module, cfg: ModelConfig) -> None:
 def is_hidden_matrix(name: str, param: torch.nn.Parameter) -> bool:
     """2-D weights inside decoder layers: they get init_std/sqrt(m) and lr/m (MiniCPM paper Table 7)."""
     return param.dim() == 2 and ".layers." in f".{name}"
-
-
-def lr_multiplier(name: str, param: torch.nn.Parameter, cfg: ModelConfig) -> float:
-    """Per-tensor lr factor: 1/m for hidden matrices, 1 for embeddings, LM head and norms (1 for all under sp)."""
-    return 1.0 / width_mult(cfg) if is_hidden_matrix(name, param) else 1.0
