@@ -173,11 +173,15 @@ def note_unverifiable(ckpt_dir: Path, say: Callable[[str], object] = print) -> N
     say(f"bitcpm: note: checkpoint {ckpt_dir} has no {MANIFEST} (written before bitcpm recorded one): not verified")
 
 
-def require_usable(ckpt_dir: Path, what: str, say: Callable[[str], object] = print) -> Verdict:
-    """Verify ckpt_dir: raise DamagedCheckpointError when damaged, note once when unverifiable."""
-    verdict = verify(ckpt_dir)
+def accept(verdict: Verdict, what: str, say: Callable[[str], object] = print) -> Verdict:
+    """Every load's policy: DamagedCheckpointError when damaged, a note (once) when unverifiable, else pass."""
     if verdict.state == "damaged":
         raise verdict.error(what)
     if verdict.state == "unverifiable":
-        note_unverifiable(ckpt_dir, say)
+        note_unverifiable(verdict.checkpoint, say)
     return verdict
+
+
+def require_usable(ckpt_dir: Path, what: str, say: Callable[[str], object] = print) -> Verdict:
+    """Verify ckpt_dir and apply `accept` to the verdict."""
+    return accept(verify(ckpt_dir), what, say)

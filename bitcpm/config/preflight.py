@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bitcpm.config.checkpoint_manifest import Verdict, note_unverifiable, verify
+from bitcpm.config.checkpoint_manifest import DamagedCheckpointError, Verdict, accept, verify
 from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError, validate
@@ -119,10 +119,10 @@ def check_intact(key: str, value: str, checkpoint: Path) -> None:
     verdict = _verdicts.get(checkpoint.resolve())
     if verdict is None:
         verdict = _verdicts[checkpoint.resolve()] = verify(checkpoint)
-    if verdict.state == "damaged":
-        raise ConfigError(str(verdict.error(f"{key}={value}")))
-    if verdict.state == "unverifiable":
-        note_unverifiable(checkpoint)
+    try:
+        accept(verdict, f"{key}={value}")
+    except DamagedCheckpointError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:

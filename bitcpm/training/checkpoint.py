@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bitcpm.config.checkpoint_manifest import DamagedCheckpointError, Verdict, note_unverifiable, verify
+from bitcpm.config.checkpoint_manifest import DamagedCheckpointError, Verdict, accept, note_unverifiable, verify
 from bitcpm.training.faults import crash_point
 from bitcpm.training.fsync import fsync_path
 
@@ -169,11 +169,7 @@ def _say(line: str) -> None:
 
 def require_intact(ckpt_dir: Path, what: str) -> None:
     """Every rank: stop with one line when ckpt_dir is damaged; rank 0 notes once when it has no manifest."""
-    verdict = shared_verdict(ckpt_dir)
-    if verdict.state == "damaged":
-        raise verdict.error(what)
-    if verdict.state == "unverifiable":
-        note_unverifiable(ckpt_dir, _say)
+    accept(shared_verdict(ckpt_dir), what, _say)
 
 
 def _move_aside(ckpt_dir: Path) -> Path:
