@@ -36,6 +36,20 @@ def study_trials(storage: str, name: str):
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
+def study_exists(db: Path, name: str) -> bool:
+    """Whether the driver has created the study, read without writing: opening the database through optuna
+    while the driver creates its schema races it for the schema's version row."""
+    import sqlite3
+
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
+    except sqlite3.OperationalError:  # no studies table yet, or the schema is being written
+        return False
+
+
 def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path: Path, data_cache: Path) -> None:
     from optuna.trial import TrialState
 
@@ -49,12 +63,9 @@ def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path: Path, 
         time.sleep(1)
         if first.poll() is not None:
             pytest.fail("the driver ended before it could be killed:\n" + first.stdout.read())
-        if not (tmp_path / "optuna.db").exists():
+        if not study_exists(tmp_path / "optuna.db", "resume"):
             continue
-        try:
-            states = [t.state for t in study_trials(storage, "resume")]
-        except KeyError:  # the database exists a moment before the study is in it
-            continue
+        states = [t.state for t in study_trials(storage, "resume")]
         if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
             break
     os.killpg(first.pid, signal.SIGKILL)  # the driver and its trial, as a lost terminal would
