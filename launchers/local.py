@@ -146,18 +146,37 @@ def trial_command(req: LaunchRequest) -> list[str]:
     return torchrun_command(req, req.master_port or free_port())
 
 
-def _run_request(req: LaunchRequest, slot_env: dict[str, str], to_terminal: bool) -> int:
+# Seconds between two looks at a running trial when a study watches it (e.g. to prune it).
+WATCH_INTERVAL_S = 0.5
+
+# Asked while a trial's request runs: True stops it with SIGTERM (the worker saves and exits 75, resumable).
+StopCheck = Callable[[LaunchRequest], bool]
+
+
+def _wait(proc: subprocess.Popen, req: LaunchRequest, stop_when: StopCheck | None) -> int:
+    """The request's exit code; while it runs, stop it once when `stop_when` says so."""
+    stopped = stop_when is None
+    while True:
+        try:
+            return proc.wait(timeout=None if stopped else WATCH_INTERVAL_S)
+        except subprocess.TimeoutExpired:
+            if stop_when is not None and stop_when(req):
+                stopped = True
+                proc.send_signal(signal.SIGTERM)  # torchrun passes it on to its ranks
+
+
+def _run_request(req: LaunchRequest, slot_env: dict[str, str], to_terminal: bool, stop_when: StopCheck | None) -> int:
     env = {**os.environ, **slot_env, **req.env}
     env.pop("HYDRA_FULL_ERROR", None)  # the front end's setting, not the worker's
     req.launch_dir.mkdir(parents=True, exist_ok=True)
     cmd = trial_command(req)
     (req.launch_dir / "command.txt").write_text(" ".join(cmd) + "\n")
     if to_terminal:
-        return subprocess.run(cmd, env=env, check=False).returncode
+        return _wait(subprocess.Popen(cmd, env=env), req, stop_when)
     with open(req.launch_dir / "worker.log", "a") as log:
         log.write(f"==> {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n")
         log.flush()
-        return subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        return _wait(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), req, stop_when)
 
 
 def trial_log(req: LaunchRequest) -> Path:
@@ -170,10 +189,12 @@ def run_trials(
     slots: TrialSlots,
     on_start: Callable[[int, dict[str, str]], None] | None = None,
     on_end: Callable[[int, int], None] | None = None,
+    stop_when: Callable[[int, LaunchRequest], bool] | None = None,
 ) -> list[int]:
     """Run every trial (its requests in order, stopping at the first failure); returns each trial's exit code.
 
     With one slot the workers write to the terminal; with several, each to RUN_DIR/launch/worker.log.
+    `stop_when(trial, request)` is asked while a request runs; True stops that trial (SIGTERM, exit 75).
     """
     free: queue.Queue[dict[str, str]] = queue.Queue()
     for env in slots.envs:
@@ -190,7 +211,8 @@ def run_trials(
             code = 0
             for req in trials[index]:
                 try:
-                    code = _run_request(req, env, to_terminal)
+                    check = None if stop_when is None else (lambda r, i=index: stop_when(i, r))
+                    code = _run_request(req, env, to_terminal, check)
                 except OSError as exc:  # e.g. an unwritable run directory: this trial fails, the others go on
                     print(f"bitcpm: cannot start {req.run_dir}: {exc}", file=sys.stderr, flush=True)
                     code = 127

@@ -103,8 +103,9 @@ def run(argv: list[str]) -> int:
         task()
     except SystemExit as exc:  # --help, --version, argparse errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_CONFIG)
-    except TrialsFailed:
-        return EXIT_TRIALS_FAILED  # the study's summary has listed them
+    except TrialsFailed as exc:
+        print(f"bitcpm: {exc}", file=sys.stderr)  # the study's summary above lists each trial
+        return EXIT_TRIALS_FAILED
     except Exception as exc:
         if study_started() or _LAUNCHED["single"]:
             raise  # a crash while a job runs is not a configuration error: keep its traceback

@@ -9,11 +9,17 @@ the outcome is in launch/jobs.json).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from bitcpm.frontend.launch import WORKER_MODULE, prepare_run_dir
 from bitcpm.frontend.members import Member
+from bitcpm.training.signals import EXIT_PREEMPTED
 from launchers.request import LaunchRequest
+
+# Asked while a member's stage runs locally: (member index, that stage's run directory) -> stop it now.
+# A stopped worker saves a checkpoint and exits 75, so the trial can resume later.
+StopTrial = Callable[[int, Path], bool]
 
 
 def _requests(member: Member, written: dict[Path, LaunchRequest]) -> list[LaunchRequest]:
@@ -38,8 +44,8 @@ def shared_prefix(member: Member, members: list[Member]) -> tuple[Path, ...]:
     return tuple(prefix)
 
 
-def run_members(members: list[Member], total: int) -> dict[int, int | None]:
-    """Run every member; one failing does not stop the others."""
+def run_members(members: list[Member], total: int, stop_trial: StopTrial | None = None) -> dict[int, int | None]:
+    """Run every member; one failing does not stop the others. `stop_trial` watches local trials."""
     from bitcpm.frontend.submission import on_slurm
 
     written: dict[Path, LaunchRequest] = {}
@@ -49,7 +55,7 @@ def run_members(members: list[Member], total: int) -> dict[int, int | None]:
     other = [m for m in members if m not in local and m not in slurm]
     codes: dict[int, int | None] = {}
     if local:
-        codes.update(_run_local(local, requests, total))
+        codes.update(_run_local(local, requests, total, stop_trial))
     if slurm:
         codes.update(_run_slurm(slurm, requests))
     for m in other:  # e.g. Ascend per-node scripts: one after another
@@ -64,7 +70,9 @@ def run_members(members: list[Member], total: int) -> dict[int, int | None]:
     return codes
 
 
-def _run_local(members: list[Member], requests: dict[int, list[LaunchRequest]], total: int) -> dict[int, int | None]:
+def _run_local(
+    members: list[Member], requests: dict[int, list[LaunchRequest]], total: int, stop_trial: StopTrial | None = None
+) -> dict[int, int | None]:
     """Shared stages first (each once), then every member's own stages, in parallel slots."""
     prefixes = {m.index: shared_prefix(m, members) for m in members}
     first_wave = sorted({p for p in prefixes.values() if p}, key=lambda p: [str(d) for d in p])
@@ -87,12 +95,17 @@ def _run_local(members: list[Member], requests: dict[int, list[LaunchRequest]], 
             continue
         items.append((f"trial {m.index + 1}/{total} ({m.short_label})", own))
         owners.append(m.index)
-    for index, code in zip(owners, _run_wave(members[0], items), strict=True):
+    stop = None if stop_trial is None else (lambda k, req: stop_trial(owners[k], req.run_dir))
+    for index, code in zip(owners, _run_wave(members[0], items, stop), strict=True):
         out[index] = code
     return out
 
 
-def _run_wave(first: Member, items: list[tuple[str, list[LaunchRequest]]]) -> list[int]:
+def _run_wave(
+    first: Member,
+    items: list[tuple[str, list[LaunchRequest]]],
+    stop_when: Callable[[int, LaunchRequest], bool] | None = None,
+) -> list[int]:
     """Run labelled trials (each a list of requests in order) in the slots the first member's launcher allows."""
     from launchers.local import run_trials, trial_log, trial_slots
 
@@ -112,10 +125,12 @@ def _run_wave(first: Member, items: list[tuple[str, list[LaunchRequest]]]) -> li
         print(f"bitcpm: {items[k][0]} started ({threads}){where}", flush=True)
 
     def on_end(k: int, code: int) -> None:
-        state = "finished" if code == 0 else f"FAILED (exit {code})"
+        state = (
+            "finished" if code == 0 else ("stopped (resumable)" if code == EXIT_PREEMPTED else f"FAILED (exit {code})")
+        )
         print(f"bitcpm: {items[k][0]} {state}", flush=True)
 
-    return run_trials(trials, slots, on_start, on_end)
+    return run_trials(trials, slots, on_start, on_end, stop_when)
 
 
 def _run_slurm(members: list[Member], requests: dict[int, list[LaunchRequest]]) -> dict[int, int | None]:

@@ -10,9 +10,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from bitcpm.frontend.compose import CommandLine
+    from bitcpm.frontend.study import SweepContext
 
 DEFAULT_STUDY = "multirun"
 
@@ -70,21 +75,32 @@ def study_name(config: DictConfig) -> str:
     return str(choice) if choice else DEFAULT_STUDY
 
 
-def launch_batch(config: DictConfig, batch: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
-    """Plan every member of the batch (ConfigError stops here), then run the study; a JobReturn per member."""
-    from bitcpm.config.validate import ConfigError
+def command_line(config: DictConfig) -> CommandLine:
+    """How the multirun was invoked (config name, hydra.* overrides), to compose its members the same way."""
     from bitcpm.frontend.compose import CommandLine
-    from bitcpm.frontend.launch import memory_refusal, print_plans
-    from bitcpm.frontend.study import plan_study, run_study
 
-    cmd = CommandLine(
+    return CommandLine(
         config_name=str(config.hydra.job.config_name),
         hydra_app=True,
         hydra_overrides=[str(o) for o in config.hydra.overrides.hydra],
     )
-    name = study_name(config)
-    study = plan_study(cmd, batch, name)
-    print_plans(study.members)
+
+
+def launch_batch(
+    config: DictConfig, batch: list[list[str]], initial_job_idx: int, sweep: SweepContext | None = None
+) -> list[JobReturn]:
+    """Plan every member of the batch (ConfigError stops here), then run the study; a JobReturn per member.
+
+    `sweep` is set when the batch is one of several of an adaptive study (bitcpm's Optuna sweeper).
+    """
+    from bitcpm.config.validate import ConfigError
+    from bitcpm.frontend.launch import memory_refusal, print_plans
+    from bitcpm.frontend.study import plan_study, run_study
+
+    name = sweep.name if sweep is not None else study_name(config)
+    study = plan_study(command_line(config), batch, name, sweep)
+    if sweep is None or not sweep.results:  # an adaptive study's later batches differ only in their values
+        print_plans(study.members)
     if all(m.job.dry_run for m in study.members):
         jobs = sum(len(m.stages) for m in study.members)
         print(f"bitcpm: study {name}: {len(study.members)} member(s), {jobs} job(s) planned; dry run, nothing started")
@@ -99,13 +115,13 @@ def launch_batch(config: DictConfig, batch: list[list[str]], initial_job_idx: in
     return [
         _job_return(r.member.overrides, JobStatus.FAILED, error)
         if r.failed
-        else _job_return(r.member.overrides, JobStatus.COMPLETED, r.losses.best)
+        else _job_return(r.member.overrides, JobStatus.COMPLETED, r.losses)
         for r in results
     ]
 
 
 def _job_return(overrides: list[str], status: JobStatus, value: object) -> JobReturn:
-    # The sweeper reads return_value: the trial's best validation loss (what an adaptive sweeper minimises).
+    # The sweeper reads return_value: the trial's validation losses (final and best, what a sweeper minimises).
     ret = JobReturn(overrides=list(overrides), status=status)
     ret._return_value = value
     return ret

@@ -22,15 +22,16 @@ class TrialResult:
 
     member: Member
     status: str
-    """'finished', 'failed', 'skipped' (finished earlier) or 'submitted' (Slurm, not waited for)."""
+    """'finished', 'failed', 'stopped' (saved on a signal, resumable), 'pruned' (stopped by its study on purpose),
+    'skipped' (finished earlier) or 'submitted' (Slurm, not waited for)."""
     code: int = 0
     """Exit code of the member's launch (0 for skipped and submitted)."""
     losses: Losses = Losses()
 
     @property
     def failed(self) -> bool:
-        """Whether the member did not finish."""
-        return self.status == "failed"
+        """Whether the member did not finish when it should have (a pruned trial was meant to stop)."""
+        return self.status in ("failed", "stopped")
 
 
 def member_losses(member: Member) -> Losses:

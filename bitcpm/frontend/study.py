@@ -10,11 +10,48 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from bitcpm.frontend import study_tracking as st
 from bitcpm.frontend.compose import CommandLine
 from bitcpm.frontend.members import Member, plan_members, search_space
 from bitcpm.frontend.results import Losses, TrialResult, best_result, member_losses, print_study_summary, study_table
+from bitcpm.training.signals import EXIT_PREEMPTED
+
+
+class TrialWatch(Protocol):
+    """Looks at local trials while they run, and may stop them (an adaptive study's pruner)."""
+
+    def should_stop(self, index: int, run_dir: Path) -> bool:
+        """Whether trial `index`, now running in `run_dir`, should stop (it saves and exits 75)."""
+        ...
+
+    def stopped(self, index: int) -> bool:
+        """Whether this watch stopped trial `index` (pruned on purpose, not failed)."""
+        ...
+
+
+@dataclass
+class SweepContext:
+    """An adaptive sweeper's study that reaches the launcher in several batches: one parent run for all."""
+
+    name: str
+    """The study's name (MLflow's bitcpm.study tag on its parent run)."""
+    study_id: str
+    """Identity of the whole study across batches and re-runs (finds its parent run again)."""
+    total: int
+    """Trials the whole study runs (for progress lines)."""
+    params: dict[str, str] = field(default_factory=dict)
+    """Logged on the parent run (the search space, sampler, storage)."""
+    searched: list[str] = field(default_factory=list)
+    """The keys the study searches (what tells its trials apart)."""
+    indices: list[int] = field(default_factory=list)
+    """Trial numbers of the batch being handed over, one per member."""
+    watch: TrialWatch | None = None
+    results: list[TrialResult] = field(default_factory=list)
+    """Every batch's results so far (for the closing summary)."""
+    parent_id: str | None = None
 
 
 @dataclass
@@ -25,25 +62,40 @@ class Study:
     members: list[Member]
     search_space: dict[str, list[str]] = field(default_factory=dict)
     parent_id: str | None = None
+    sweep: SweepContext | None = None
+    """Set when the batch is one of several of an adaptive study."""
 
     @property
     def study_id(self) -> str:
         """Same members, same id: a re-run continues the same parent run."""
+        if self.sweep is not None:
+            return self.sweep.study_id
         blob = "\n".join([self.name, *sorted(str(m.last_run_dir) for m in self.members)])
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def plan_study(cmd: CommandLine, batch: list[list[str]], name: str) -> Study:
+def plan_study(cmd: CommandLine, batch: list[list[str]], name: str, sweep: SweepContext | None = None) -> Study:
     """Every member composed, validated and planned (ConfigError names the first bad member and key)."""
-    return Study(name, plan_members(cmd, batch), search_space(batch))
+    members = plan_members(cmd, batch)
+    if sweep is not None:
+        for member, index in zip(members, sweep.indices, strict=True):
+            member.index = index
+            member.swept = [o for o in member.overrides if o.partition("=")[0] in sweep.searched]
+    return Study(name, members, search_space(batch), sweep=sweep)
 
 
 def _open_study_run(study: Study) -> None:
     tracking = study.members[0].job.tracking
     if not st.tracked(tracking):
         return
-    params = {f"space.{k}": ",".join(v) for k, v in study.search_space.items()}
-    params["trials"] = str(len(study.members))
+    if study.sweep is not None and study.sweep.parent_id is not None:
+        study.parent_id = study.sweep.parent_id
+        return
+    if study.sweep is not None:
+        params = dict(study.sweep.params)
+    else:
+        params = {f"space.{k}": ",".join(v) for k, v in study.search_space.items()}
+        params["trials"] = str(len(study.members))
     tags = {st.STUDY_TAG: study.name, "stage": "study"}
     try:
         study.parent_id = st.open_parent(
@@ -58,6 +110,8 @@ def _open_study_run(study: Study) -> None:
         from bitcpm.frontend.tree import _warn
 
         _warn("study run", exc)
+    if study.sweep is not None:
+        study.sweep.parent_id = study.parent_id
 
 
 def _tag_trials(study: Study, members: list[Member]) -> dict[int, str | None]:
@@ -90,16 +144,30 @@ def run_study(study: Study) -> list[TrialResult]:
         print(f"bitcpm: trial {m.index + 1}/{len(members)} finished earlier, skipped: {m.short_label}", flush=True)
     _open_study_run(study)
     pipeline_runs = _tag_trials(study, todo)
-    codes = run_members(todo, len(members))
+    sweep = study.sweep
+    watch = sweep.watch if sweep is not None else None
+    total = sweep.total if sweep is not None else len(members)
+    codes = run_members(todo, total, watch.should_stop if watch is not None else None)
     results = {m.index: TrialResult(m, "skipped", 0, member_losses(m)) for m in done}
     for m in todo:
         code = codes[m.index]
-        status = "submitted" if code is None else ("finished" if code == 0 else "failed")
-        results[m.index] = TrialResult(m, status, code or 0, member_losses(m))
+        results[m.index] = TrialResult(m, _status(code, m.index, watch), code or 0, member_losses(m))
     ordered = [results[m.index] for m in members]
     _record(study, ordered, pipeline_runs)
     print_study_summary(study.name, ordered)
+    if sweep is not None:
+        sweep.results.extend(ordered)
     return ordered
+
+
+def _status(code: int | None, index: int, watch: TrialWatch | None) -> str:
+    if code is None:
+        return "submitted"
+    if code == 0:
+        return "finished"
+    if code == EXIT_PREEMPTED:
+        return "pruned" if watch is not None and watch.stopped(index) else "stopped"
+    return "failed"
 
 
 def _record(study: Study, results: list[TrialResult], pipeline_runs: dict[int, str | None]) -> None:
@@ -129,21 +197,36 @@ def _record(study: Study, results: list[TrialResult], pipeline_runs: dict[int, s
                 metrics={"final_val_loss": r.losses.final, "best_val_loss": r.losses.best},
                 failed=r.failed,
             )
-        best = best_result(results)
-        metrics = {
-            "best_val_loss": best.losses.best if best else None,
-            "trials_failed": float(sum(r.failed for r in results)),
-            "trials": float(len(results)),
-        }
-        st.close_parent(
-            tracking,
-            study.parent_id,
-            summary_md=study_table(study.name, results),
-            metrics=metrics,
-            failed=any(r.failed for r in results),
-        )
+        if study.sweep is None:  # an adaptive study's parent stays open for its next batch
+            _close_parent(study.name, tracking, study.parent_id, results)
     except Exception as exc:
         _warn("study summary", exc)
 
 
-__all__ = ["Losses", "Study", "plan_study", "run_study", "search_space"]
+def _close_parent(name: str, tracking, parent_id: str, results: list[TrialResult], extra: dict | None = None) -> None:
+    best = best_result(results)
+    metrics = {
+        "best_val_loss": best.losses.best if best else None,
+        "trials_failed": float(sum(r.failed for r in results)),
+        "trials": float(len(results)),
+        **(extra or {}),
+    }
+    failed = any(r.failed for r in results)
+    st.close_parent(tracking, parent_id, summary_md=study_table(name, results), metrics=metrics, failed=failed)
+
+
+def close_sweep(sweep: SweepContext, metrics: dict[str, float | None], tags: dict[str, str]) -> None:
+    """End an adaptive study's parent run: every batch's trials in its summary, the sweeper's own metrics/tags."""
+    if sweep.parent_id is None or not sweep.results:
+        return
+    from bitcpm.frontend.tree import _warn
+
+    tracking = sweep.results[0].member.job.tracking
+    try:
+        st.tag_run(tracking, sweep.parent_id, tags)
+        _close_parent(sweep.name, tracking, sweep.parent_id, sweep.results, metrics)
+    except Exception as exc:
+        _warn("study summary", exc)
+
+
+__all__ = ["Losses", "Study", "SweepContext", "TrialWatch", "close_sweep", "plan_study", "run_study", "search_space"]

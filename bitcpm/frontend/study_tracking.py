@@ -103,3 +103,8 @@ def close_parent(
     mlflow_client.set_tags(client, run_id, {NOTE_TAG: summary_md})
     mlflow_client.log_text(client, run_id, summary_md, "summary.md")
     mlflow_client.finish_run(client, run_id, "FAILED" if failed else "FINISHED")
+
+
+def tag_run(tracking: TrackingConfig, run_id: str, tags: Mapping[str, str]) -> None:
+    """Set tags on a run."""
+    mlflow_client.set_tags(_client(tracking), run_id, tags)

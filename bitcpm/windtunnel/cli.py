@@ -38,40 +38,19 @@ def _run_coordcheck(a: argparse.Namespace) -> int:
     return run_coord_check(args)
 
 
-def _search(sub) -> None:
-    from bitcpm.windtunnel.space import MUP_SPACE
+MOVED_SEARCH = (
+    "`windtunnel search` is now a Hydra sweeper: python -m bitcpm.train -m hydra/sweeper=optuna "
+    "hydra.sweeper.n_trials=N 'optim.lr=tag(log,interval(1e-3,1e-1))' ... (README: Optuna studies)"
+)
 
-    p = sub.add_parser("search", help="Optuna study (TPE or grid) whose trials are bitcpm training runs")
-    p.add_argument("study", help="study name (Optuna study and MLflow parent run)")
-    p.add_argument(
-        "--param",
-        action="append",
-        help=f"key=lo:hi[:log] or key=a,b,... ('width' sets the model shape); default {' '.join(MUP_SPACE)}",
-    )
-    p.add_argument("--trials", type=int, default=None, help="trials to finish (default: the grid's size)")
-    p.add_argument("--sampler", choices=("tpe", "grid"), default="tpe")
-    p.add_argument("--no-prune", dest="prune", action="store_false", help="run every trial to the end")
-    p.add_argument("--parallel", type=int, default=1, help="trials at once (each gets cores/parallel threads)")
-    p.add_argument("--threads", type=int, default=None, help="threads per trial (default: cores / parallel)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: optuna.db beside the MLflow store)")
-    p.add_argument("overrides", nargs="*", help="fixed Hydra overrides of every trial")
+
+def _search(sub) -> None:
+    p = sub.add_parser("search", help="moved: python -m bitcpm.train -m hydra/sweeper=optuna ...")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
 
 
 def _run_search(a: argparse.Namespace) -> int:
-    from bitcpm.windtunnel.search import SearchArgs
-    from bitcpm.windtunnel.search_run import run_search
-    from bitcpm.windtunnel.space import MUP_SPACE, parse_param
-
-    params = [parse_param(s) for s in (a.param or MUP_SPACE)]
-    if a.trials is None and a.sampler != "grid":
-        raise ValueError("--trials: required with --sampler tpe")
-    if a.trials is not None and a.trials < 1 or a.parallel < 1:
-        raise ValueError(f"--trials={a.trials} --parallel={a.parallel}: expected positive numbers")
-    args = SearchArgs(
-        a.study, params, a.trials, a.sampler, a.prune, a.parallel, a.threads, a.seed, a.storage, list(a.overrides)
-    )
-    return run_search(args)
+    raise ValueError(MOVED_SEARCH)
 
 
 def _report(sub) -> None:

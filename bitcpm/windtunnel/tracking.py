@@ -1,13 +1,11 @@
-"""The wind tunnel's study (parent) runs in MLflow, reached through bitcpm.tracking.client."""
+"""Finding a study's parent run again (report, transfer); studies are opened by bitcpm.frontend.study."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from bitcpm.config.tracking import TrackingConfig
+from bitcpm.frontend.study_tracking import STUDY_TAG
 
-STUDY_TAG = "bitcpm.study"
-KIND_TAG = "bitcpm.windtunnel"
+KIND_TAG = "bitcpm.windtunnel"  # which wind-tunnel tool made a run (coordcheck)
 
 
 def store_uri(cfg: TrackingConfig) -> str:
@@ -30,17 +28,3 @@ def find_study_run(client, experiment: str, study: str):
 
     parents = [r for r in find_runs(client, experiment, {STUDY_TAG: study}) if parent_of(r) is None]
     return parents[0] if parents else None
-
-
-def open_study_run(client, experiment: str, study: str, kind: str, params: dict[str, Any]) -> str:
-    """The study's parent run: the existing one (a resumed study) or a new one with provenance tags."""
-    from bitcpm.tracking.client import create_run, log_params
-    from bitcpm.tracking.run_info import default_tags
-
-    found = find_study_run(client, experiment, study)
-    if found is not None:
-        return found.info.run_id
-    tags = {**default_tags(), STUDY_TAG: study, KIND_TAG: kind, "mlflow.source.name": f"bitcpm.windtunnel {kind}"}
-    run_id = create_run(client, experiment, study, tags)
-    log_params(client, run_id, params)
-    return run_id

@@ -11,6 +11,7 @@ one imports nothing of bitcpm until a launch.
 # sys.modules, and dataclasses cannot resolve string annotations of such a module.
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -50,3 +51,30 @@ class BitcpmLauncher(Launcher):
 
         assert self.config is not None, "setup() was not called"
         return launch_batch(self.config, [list(o) for o in job_overrides], initial_job_idx)
+
+    # What bitcpm's Optuna sweeper (hydra/sweeper=optuna) asks of its launcher besides launch().
+
+    def launch_in_study(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, sweep: Any
+    ) -> Sequence[JobReturn]:
+        """launch() for one batch of an adaptive study (a SweepContext: one parent run, trial numbers, pruning)."""
+        from bitcpm.frontend.hydra_launch import launch_batch
+
+        assert self.config is not None, "setup() was not called"
+        return launch_batch(self.config, [list(o) for o in job_overrides], initial_job_idx, sweep)
+
+    def plan(self, job_overrides: Sequence[Sequence[str]]) -> None:
+        """Compose and validate jobs without running them (ConfigError naming the first bad one)."""
+        from bitcpm.frontend.hydra_launch import command_line
+        from bitcpm.frontend.members import plan_members
+
+        assert self.config is not None, "setup() was not called"
+        plan_members(command_line(self.config), [list(o) for o in job_overrides])
+
+    def base_job(self, overrides: Sequence[str]) -> Any:
+        """The composed, validated job of these overrides."""
+        from bitcpm.frontend.hydra_launch import command_line
+        from bitcpm.frontend.members import plan_members
+
+        assert self.config is not None, "setup() was not called"
+        return plan_members(command_line(self.config), [list(overrides)])[0].job

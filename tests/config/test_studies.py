@@ -15,7 +15,16 @@ from bitcpm.frontend.sweeps import study_names
 
 pytestmark = pytest.mark.quick
 
-SHIPPED = ["batch_size", "group_size", "init_scales", "lr_width", "lr_width_sp", "qat_fraction", "qat_lr"]
+SHIPPED = [
+    "batch_size",
+    "group_size",
+    "init_scales",
+    "lr_width",
+    "lr_width_sp",
+    "mup_search",
+    "qat_fraction",
+    "qat_lr",
+]
 
 
 def _train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -39,8 +48,13 @@ def _members(name: str) -> list[list[str]]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         # The study's search space as Hydra composes it (a study may inherit it from another).
-        params = compose("train", overrides=[f"sweep={name}"], return_hydra_config=True).hydra.sweeper.params
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+        sweeper = compose("train", overrides=[f"sweep={name}"], return_hydra_config=True).hydra.sweeper
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    if "optuna" in sweeper._target_:  # an Optuna study: each searched value's extremes, as its sweeper checks
+        from bitcpm.frontend.optuna_sweep import parse_space
+
+        space = parse_space(parsed)
+        return [[f"sweep={name}", *space.overrides(p)] for p in space.probe_points()]
     axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed]
     return [[f"sweep={name}", *combo] for combo in itertools.product(*axes)]
 

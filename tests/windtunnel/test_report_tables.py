@@ -7,7 +7,6 @@ import math
 import pytest
 
 from bitcpm.windtunnel.report import Trial, fitted_optimum, markdown
-from bitcpm.windtunnel.space import grid_points, parse_param
 
 pytestmark = pytest.mark.quick
 
@@ -46,16 +45,3 @@ def test_markdown_says_what_was_not_varied() -> None:
     text = markdown("s", [_trial(64, 1e-2, 3.0), _trial(64, 2e-2, 3.1)], skipped=0)
     assert "Not varied in this study (all trials: quant none)" in text
     assert "no QAT trials at several learning rates" in text
-
-
-def test_space_specs() -> None:
-    assert parse_param("optim.lr=1e-3:1e-1:log").log
-    assert grid_points([parse_param("optim.lr=1e-2,2e-2"), parse_param("width=64,128")]) == [
-        {"optim.lr": 1e-2, "width": 64},
-        {"optim.lr": 1e-2, "width": 128},
-        {"optim.lr": 2e-2, "width": 64},
-        {"optim.lr": 2e-2, "width": 128},
-    ]
-    for bad in ("optim.lr", "optim.lr=", "optim.lr=1:x", "optim.lr=2:1", "optim.lr=0:1:log"):
-        with pytest.raises(ValueError, match="--param"):
-            parse_param(bad)

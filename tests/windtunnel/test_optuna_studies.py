@@ -1,5 +1,6 @@
-"""The Optuna driver: a killed study resumes without re-running finished trials; a 2 x 2 grid study
-against a real MLflow server is one parent run with four children, and report / transfer read it back."""
+"""Optuna studies (`-m hydra/sweeper=optuna`) through bitcpm's Launcher: a killed study resumes without re-running
+finished trials; a 2 x 2 study against a real MLflow server is one parent run with four children, and the wind
+tunnel's report / transfer read it back; a poor trial is pruned from the validation losses it reports."""
 
 from __future__ import annotations
 
@@ -19,9 +20,18 @@ SHAPE = ["quant=none", "model.num_layers=2", "train.seq_length=32", "train.eval_
 TINY = [*SHAPE, "train.steps=8", "train.eval_interval=2"]
 
 
+OPTUNA = ["-m", "hydra/sweeper=optuna"]
+
+
 def windtunnel(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "bitcpm.windtunnel", *args]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kw)
+
+
+def train(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "bitcpm.train", *OPTUNA, *args]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kw)
 
 
@@ -54,10 +64,10 @@ def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path: Path, 
     from optuna.trial import TrialState
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = ["search", "resume", "--sampler", "grid", "--param", "optim.lr=5e-3,1e-2,2e-2", "--no-prune"]
-    args += ["--storage", storage, *TINY, "tracking=none", f"train.output_root={tmp_path}/out"]
-    args += [f"data.cache_dir={data_cache}"]
-    first = windtunnel(args, tmp_path, start_new_session=True)
+    args = ["hydra.sweeper.study_name=resume", "hydra.sweeper.sampler=grid", "hydra.sweeper.prune=false"]
+    args += ["optim.lr=5e-3,1e-2,2e-2", f"hydra.sweeper.storage={storage}", *TINY, "tracking=none"]
+    args += [f"train.output_root={tmp_path}/out", f"data.cache_dir={data_cache}"]
+    first = train(args, tmp_path, start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline:  # kill it once one trial is complete and the next one is training
         time.sleep(1)
@@ -73,10 +83,10 @@ def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path: Path, 
     before = study_trials(storage, "resume")
     complete = {t.number: t for t in before if t.state == TrialState.COMPLETE}
     assert complete and len(complete) < 3
-    run_dirs = sorted((tmp_path / "out").iterdir())
+    run_dirs = sorted(d for d in (tmp_path / "out").iterdir() if d.name != "multirun")
     metrics_before = {d: (d / "metrics.jsonl").read_text() for d in run_dirs if (d / "metrics.jsonl").exists()}
 
-    out = finish(windtunnel(args, tmp_path))
+    out = finish(train(args, tmp_path))
     assert f"{len(complete)} of 3 trials already finished" in out, out
     assert f"launched {3 - len(complete)} trial(s) this time; 3 complete in the study" in out, out
     after = study_trials(storage, "resume")
@@ -89,7 +99,7 @@ def test_killed_study_resumes_without_rerunning_finished_trials(tmp_path: Path, 
             assert t.number in complete
     changed = [d for d, text in metrics_before.items() if (d / "metrics.jsonl").read_text() != text]
     assert len(changed) <= 1  # only the trial that was interrupted went on
-    assert len(list((tmp_path / "out").iterdir())) == 3
+    assert len([d for d in (tmp_path / "out").iterdir() if d.name != "multirun"]) == 3
 
 
 def test_grid_study_on_a_real_mlflow_server_then_report_and_transfer(tmp_path: Path, data_cache: Path) -> None:
@@ -100,10 +110,13 @@ def test_grid_study_on_a_real_mlflow_server_then_report_and_transfer(tmp_path: P
 
     with start_local_server(f"sqlite:///{tmp_path / 'server.db'}") as server:
         common = [f"tracking.uri={server.uri}", "tracking.experiment=wt"]
-        args = ["search", "grid2x2", "--sampler", "grid", "--parallel", "2", "--no-prune"]
-        args += ["--param", "optim.lr=1e-2,3e-2", "--param", "width=64,128", *TINY, *common]
+        # The shipped lr x width study (its derived head count and FFN width) narrowed to a 2 x 2 grid, all four
+        # trials in one batch, two at a time.
+        args = ["sweep=lr_width", "hydra.sweeper.study_name=grid2x2", "hydra.sweeper.sampler=grid"]
+        args += ["hydra.sweeper.n_jobs=4", "launcher.max_parallel=2", "hydra.sweeper.prune=false"]
+        args += ["optim.lr=1e-2,3e-2", "model.hidden_size=64,128", *TINY, *common]
         args += [f"train.output_root={tmp_path}/out", f"data.cache_dir={data_cache}"]
-        out = finish(windtunnel(args, tmp_path))
+        out = finish(train(args, tmp_path))
         assert "4 complete in the study" in out, out
 
         client = MlflowClient(tracking_uri=server.uri)
@@ -153,14 +166,15 @@ def test_a_poor_trial_is_pruned_from_its_validation_losses(tmp_path: Path, data_
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     steps = 30
     # Two good trials set the median; the third (lr 1e-7: it barely moves) is worse at its first evaluation.
-    args = ["search", "prune", "--sampler", "grid", "--param", "optim.lr=1e-2,2e-2,1e-7", "--storage", storage]
-    args += [*SHAPE, f"train.steps={steps}", "train.eval_interval=2", "tracking=none"]
-    args += [f"train.output_root={tmp_path}/out", f"data.cache_dir={data_cache}"]
-    out = finish(windtunnel(args, tmp_path))
+    args = ["hydra.sweeper.study_name=prune", "hydra.sweeper.sampler=grid", "optim.lr=1e-2,2e-2,1e-7"]
+    args += [f"hydra.sweeper.storage={storage}", *SHAPE, f"train.steps={steps}", "train.eval_interval=2"]
+    args += ["tracking=none", f"train.output_root={tmp_path}/out", f"data.cache_dir={data_cache}"]
+    out = finish(train(args, tmp_path))
     states = {t.params["optim.lr"]: t.state for t in study_trials(storage, "prune")}
     assert states == {1e-2: TrialState.COMPLETE, 2e-2: TrialState.COMPLETE, 1e-7: TrialState.PRUNED}, out
-    assert "trial 2 PRUNED (exit 75)" in out  # SIGTERM: the worker saved and exited for a later resume
-    lr_of = {d: yaml.safe_load((d / "config.yaml").read_text())["optim"]["lr"] for d in (tmp_path / "out").iterdir()}
+    assert "optuna study prune: trial 2 PRUNED" in out  # SIGTERM: the worker saved and exited 75
+    runs = [d for d in (tmp_path / "out").iterdir() if d.name != "multirun"]
+    lr_of = {d: yaml.safe_load((d / "config.yaml").read_text())["optim"]["lr"] for d in runs}
     pruned = next(d for d, lr in lr_of.items() if lr == pytest.approx(1e-7))
     last = max(r["step"] for r in read_metrics(pruned / "metrics.jsonl"))
     assert last < steps

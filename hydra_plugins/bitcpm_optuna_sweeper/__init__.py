@@ -1,0 +1,1 @@
+"""bitcpm's Hydra Sweeper over current Optuna (`hydra/sweeper=optuna`)."""
