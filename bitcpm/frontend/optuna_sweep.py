@@ -308,6 +308,10 @@ def run_sweep(sw: Sweep) -> None:
     from bitcpm.frontend.study import SweepContext, close_sweep
 
     s = sw.settings
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("hydra/sweeper=optuna needs optuna: pip install 'bitcpm[windtunnel]'") from None
     check_settings(s)
     space = parse_space(sw.overrides)
     job = sw.base_job(space.fixed)  # a bad fixed override stops here
