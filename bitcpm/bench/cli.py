@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from bitcpm.bench.report import BenchResult
+from bitcpm.bench.summary import BenchResult
 from bitcpm.config.derived import tokens_per_step
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError
@@ -63,7 +63,7 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
     """Measure both variants, alternating, on this process's rank."""
     from bitcpm.backends import get_backend
     from bitcpm.bench.measure import bf16_job, dataset_batches, measure, reset_peak_memory, synthetic_batches
-    from bitcpm.bench.report import Workload, summarize
+    from bitcpm.bench.summary import Workload, summarize
     from bitcpm.plan import flops_per_token
     from bitcpm.quant.kernels import resolve_kernel
     from bitcpm.training.distributed import init_distributed, shutdown_distributed
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bitcpm.bench.measure import bf16_job
     from bitcpm.bench.record import log_bench
-    from bitcpm.bench.report import format_table
+    from bitcpm.bench.summary import format_table
 
     out = run_bench(job)
     if not out.is_main:

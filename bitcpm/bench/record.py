@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from bitcpm.bench.report import BenchResult, VariantSummary
+from bitcpm.bench.summary import BenchResult, VariantSummary
 from bitcpm.config.root import JobConfig
 from bitcpm.tracking import Tracker, open_tracker
 from bitcpm.tracking.client import child_of

@@ -12,9 +12,9 @@ from bitcpm.backends import get_backend
 from bitcpm.config.root import JobConfig
 from bitcpm.training.distributed import init_distributed, shutdown_distributed
 from bitcpm.training.metrics_log import MetricsLog
-from bitcpm.training.progress import Progress
 from bitcpm.training.session import Session
 from bitcpm.training.signals import StopRequest
+from bitcpm.training.step_progress import Progress
 
 
 def _run_name(job: JobConfig) -> str:
