@@ -186,10 +186,10 @@ def test_only_the_tracking_package_imports_mlflow() -> None:
     assert offenders == [], f"import mlflow through bitcpm.tracking.client, not directly: {offenders}"
 
 
-def layer_of(path: str, layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS) -> int | None:
-    """Index in `layers` (0 = highest) of the longest entry matching a repository-relative .py path; None: unplaced."""
+def layer_of(path: str) -> int | None:
+    """Index in LAYERS (0 = highest) of the longest entry matching a repository-relative .py path; None: unplaced."""
     best: tuple[int, int] | None = None  # (length of the entry, layer index)
-    for index, (_, entries) in enumerate(layers):
+    for index, (_, entries) in enumerate(LAYERS):
         for entry in entries:
             if (path == entry or (entry.endswith("/") and path.startswith(entry))) and (
                 best is None or len(entry) > best[0]
@@ -228,15 +228,15 @@ def test_layer_of_takes_the_longest_match() -> None:
     assert layer_of("bitcpm/newpackage/thing.py") is None  # bitcpm/__init__.py covers itself only
 
 
-def test_upward_imports_sees_one_inside_a_function() -> None:
+def test_upward_imports_sees_one_inside_a_function_and_not_one_for_annotations() -> None:
     modules = _modules()
     low = modules["bitcpm.config.errors"]
-    text = low.read_text()
-    line = text.count("\n") + 4
+    line = low.read_text().count("\n") + 7  # of the import inside f below
 
     def with_upward_import(path: Path) -> str:
-        extra = "\n\ndef f():\n    from bitcpm.training import run\n" if path == low else ""
-        return path.read_text() + extra
+        extra = "\n\nif TYPE_CHECKING:\n    from bitcpm.frontend import compose\n\n"
+        extra += "def f():\n    from bitcpm.training import run\n"
+        return path.read_text() + (extra if path == low else "")
 
     found = upward_imports(modules, with_upward_import)
     found = [arrow for importer, _, arrow in found if importer == "bitcpm.config.errors"]
