@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bitcpm.eval` and `bitcpm-eval`."""
     try:
         target, options = parse(sys.argv[1:] if argv is None else argv)
-        from bitcpm.evaluation.session import evaluate
+        from bitcpm.evaluation.evaluate import evaluate
 
         return evaluate(target, options)
     except ValueError as exc:  # config, task and source errors are one line

@@ -10,22 +10,8 @@ anything else a crash.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
-
-# Marks a run directory whose training ended (bitcpm.frontend.members reads it: a study skips such runs).
-FINISHED_MARKER = "FINISHED"
-
-
-def mark_finished(run_dir: Path, step: int, metrics: dict[str, float]) -> None:
-    """Write RUN_DIR/FINISHED atomically, once per run (rank 0 only)."""
-    if os.environ.get("RANK", "0") != "0":
-        return
-    tmp = run_dir / f".{FINISHED_MARKER}.tmp"
-    tmp.write_text(json.dumps({"step": step, **metrics}) + "\n")
-    tmp.replace(run_dir / FINISHED_MARKER)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bitcpm.worker RUN_DIR/config.yaml", file=sys.stderr)
         return 2
     config_path = Path(args[0])
-    from bitcpm.frontend.quiet import hide_known_warnings
+    from bitcpm.backends.megatron_notices import hide_known_warnings
 
     hide_known_warnings()  # before megatron is imported: its fallback notices are expected here
     from bitcpm.backends.stack import stack_problem
@@ -51,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         return _stack_error(problem, config_path.parent)
     from bitcpm.training.checkpoint_write import CheckpointDiskFullError
+    from bitcpm.training.finished_marker import mark_finished
     from bitcpm.training.run import NonFiniteError, run_training
     from bitcpm.training.signals import EXIT_PREEMPTED
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from bitcpm.bench.report import BenchResult
+from bitcpm.bench.summary import BenchResult
 from bitcpm.config.derived import tokens_per_step
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError
@@ -46,7 +46,7 @@ class BenchOutcome:
 
     result: BenchResult
     key: str
-    """bitcpm.bench.overhead.bench_key of the job on this hardware."""
+    """bitcpm.training.qat_overhead.bench_key of the job on this hardware."""
     device: str
     world_size: int
     is_main: bool
@@ -54,7 +54,7 @@ class BenchOutcome:
 
 def order(repeat: int) -> tuple[str, str]:
     """ABBA: BF16 first on even repeats, QAT first on odd ones, so a linear drift cancels in the medians."""
-    from bitcpm.bench.overhead import BF16_VARIANT, QAT_VARIANT
+    from bitcpm.training.qat_overhead import BF16_VARIANT, QAT_VARIANT
 
     return (BF16_VARIANT, QAT_VARIANT) if repeat % 2 == 0 else (QAT_VARIANT, BF16_VARIANT)
 
@@ -63,11 +63,11 @@ def run_bench(job: JobConfig, say=print) -> BenchOutcome:
     """Measure both variants, alternating, on this process's rank."""
     from bitcpm.backends import get_backend
     from bitcpm.bench.measure import bf16_job, dataset_batches, measure, reset_peak_memory, synthetic_batches
-    from bitcpm.bench.overhead import BF16_VARIANT, QAT_VARIANT, bench_key, device_name
-    from bitcpm.bench.report import Workload, summarize
+    from bitcpm.bench.summary import Workload, summarize
     from bitcpm.plan import flops_per_token
     from bitcpm.quant.kernels import resolve_kernel
     from bitcpm.training.distributed import init_distributed, shutdown_distributed
+    from bitcpm.training.qat_overhead import BF16_VARIANT, QAT_VARIANT, bench_key, device_name
 
     backend = get_backend(job.hardware.device)
     backend.prepare()
@@ -118,7 +118,7 @@ def _notes(job: JobConfig) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bitcpm.bench`."""
-    from bitcpm.frontend.quiet import hide_known_warnings
+    from bitcpm.backends.megatron_notices import hide_known_warnings
 
     hide_known_warnings()
     args = sys.argv[1:] if argv is None else argv
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bitcpm.bench.measure import bf16_job
     from bitcpm.bench.record import log_bench
-    from bitcpm.bench.report import format_table
+    from bitcpm.bench.summary import format_table
 
     out = run_bench(job)
     if not out.is_main:

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from bitcpm.bench.report import Measurement
+from bitcpm.bench.summary import Measurement
 from bitcpm.config.bench import BenchConfig
 from bitcpm.config.parallel import derive_layout
 from bitcpm.config.root import JobConfig

@@ -1,6 +1,6 @@
 """MLflow record of a bench: a parent run with the overheads and one child run per variant.
 
-Children carry the bench key and variant tags that bitcpm.bench.overhead.find_bf16_bench searches for,
+Children carry the bench key and variant tags that bitcpm.training.qat_overhead.find_bf16_bench searches for,
 and the medians under the metric names training runs use (tokens_per_s, tokens_per_s_per_device,
 tflops_per_device, mfu, peak_memory_gb); each repeat is also logged as a step of `repeat/...` metrics.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from bitcpm.bench.overhead import BENCH_KEY_TAG, BENCH_VARIANT_TAG
-from bitcpm.bench.report import BenchResult, VariantSummary
+from bitcpm.bench.summary import BenchResult, VariantSummary
 from bitcpm.config.root import JobConfig
 from bitcpm.tracking import Tracker, open_tracker
 from bitcpm.tracking.client import child_of
+from bitcpm.training.qat_overhead import BENCH_KEY_TAG, BENCH_VARIANT_TAG
 
 
 def _quant_tag(job: JobConfig) -> str:

@@ -196,26 +196,8 @@ def check_stage(cfg: JobConfig) -> None:
         _fail("stage=qat needs a quantizer: set quant=ternary_g128 (or another ternary preset)")
     if st.name == "distill" and not st.teacher_from:
         _fail("stage.teacher_from is required for stage=distill (the teacher's checkpoint or run)")
-    tokens = parse_tokens(st.tokens)
-    check_hf_init_from(cfg, tokens)
-    if tokens == "auto" and st.name == "pretrain":
+    if parse_tokens(st.tokens) == "auto" and st.name == "pretrain":
         _fail("stage.tokens=auto only applies to stage=qat (2x the source run's decay tokens)")
-
-
-def check_hf_init_from(cfg: JobConfig, tokens: int | str | None) -> None:
-    """stage.init_from naming a Hugging Face checkpoint: it must fit the model (headers only, no torch)."""
-    from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
-
-    if not is_hf_checkpoint(cfg.stage.init_from):
-        return
-    from bitcpm.models.minicpm.hf_check import HFCheckError, check_hf_init
-
-    if tokens == "auto":
-        _fail("stage.tokens=auto needs a bitcpm run as stage.init_from (a Hugging Face checkpoint has no schedule)")
-    try:
-        check_hf_init(cfg.model, str(cfg.stage.init_from))
-    except HFCheckError as exc:
-        _fail(str(exc))
 
 
 def check_schedule(cfg: JobConfig) -> None:

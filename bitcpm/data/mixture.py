@@ -13,6 +13,7 @@ import numpy as np
 from bitcpm.config.data import DataConfig, DataSourceConfig
 from bitcpm.data.dataset import SCAN_CHUNK_TOKENS, Sequences, TokenStream, TokenWindows, unigram_entropy
 from bitcpm.data.indexed import indexed_dataset_module
+from bitcpm.data.job_progress import DataProgress
 from bitcpm.data.megatron_index import (
     cached_max_token_id,
     check_megatron_source,
@@ -21,7 +22,6 @@ from bitcpm.data.megatron_index import (
     vocabulary_error,
 )
 from bitcpm.data.prepare import SPLITS, dataset_cache_dir, prepare_dataset
-from bitcpm.data.progress import DataProgress
 
 
 @dataclass(frozen=True)

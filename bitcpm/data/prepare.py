@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bitcpm.data.indexed import indexed_dataset_module
-from bitcpm.data.progress import DataProgress, say
+from bitcpm.data.job_progress import DataProgress, say
 from bitcpm.data.sources import BUILTIN, count_records, file_sha256, iter_texts, resolve_input
 from bitcpm.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_fingerprint
 

@@ -137,13 +137,13 @@ def _compose_in_app(cmd: CommandLine, overrides: list[str]) -> DictConfig:
 def compose_job(
     cmd: CommandLine, overrides: list[str], check_rules: bool = True, planned_runs: frozenset[Path] = frozenset()
 ) -> JobConfig:
-    """Compose and type-check one job; check_rules also runs every pre-launch check (bitcpm.config.preflight).
+    """Compose and type-check one job; check_rules also runs every pre-launch check (bitcpm.frontend.preflight).
 
     planned_runs: run directories an earlier pipeline stage will create (their checkpoints do not exist yet).
     """
     from bitcpm.config.load import to_job
-    from bitcpm.config.preflight import preflight
     from bitcpm.config.typecheck import check_override_types
+    from bitcpm.frontend.preflight import preflight
 
     check_override_types(overrides, JobConfig)
     job = to_job(compose_config(cmd, overrides))

@@ -15,9 +15,7 @@ from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job, one_line_error
 from bitcpm.frontend.pipeline import PipelineStage, plan_pipeline
 from bitcpm.frontend.rundir import run_dir_for
-
-# Written into a run directory once its worker ended successfully (bitcpm.worker); a study skips such runs.
-from bitcpm.worker import FINISHED_MARKER  # noqa: E402  (light: the worker imports torch lazily)
+from bitcpm.training.finished_marker import FINISHED_MARKER
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bitcpm.frontend.members import FINISHED_MARKER, Member
+from bitcpm.frontend.members import Member
+from bitcpm.training.finished_marker import FINISHED_MARKER
 from bitcpm.training.metrics_log import metric_series
 
 

@@ -2,7 +2,7 @@
 
 from bitcpm.plan.counts import ParamCounts, count_params, flops_per_token, human
 from bitcpm.plan.layout import Plan, RankPlacement, make_plan, rank_layout
-from bitcpm.plan.report import format_plan
+from bitcpm.plan.render import format_plan
 
 __all__ = [
     "ParamCounts",

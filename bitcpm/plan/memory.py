@@ -83,11 +83,6 @@ def stage_param_counts(m: ModelConfig, tp: int, pp: int, stage: int) -> tuple[in
     return params, linear
 
 
-def stage_params(m: ModelConfig, tp: int, pp: int) -> tuple[int, int]:
-    """(all, quantizable linear) parameters of the largest pipeline stage, per rank."""
-    return max(stage_param_counts(m, tp, pp, s) for s in {0, pp - 1})
-
-
 def layer_activation_bytes(m: ModelConfig, seq: int, micro: int, tp: int, sp: bool, recompute: str, e: int) -> float:
     """A_layer of the module docstring for one micro-batch."""
     s, b, h, f = seq, micro, m.hidden_size, m.intermediate_size

@@ -89,13 +89,6 @@ def straight_through(latent: torch.Tensor, quantized: torch.Tensor) -> torch.Ten
     return _StraightThrough.apply(latent, quantized.detach())
 
 
-def ternary_fake_quant(
-    weight: torch.Tensor, group_size: int, eps: float, row_group: dist.ProcessGroup | None = None
-) -> torch.Tensor:
-    """Straight-through estimator: the value of W_q, the gradient of W."""
-    return straight_through(weight, ternary_quantize(weight, group_size, eps, row_group))
-
-
 def activation_fake_quant(x: torch.Tensor, bits: int, feature_group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Symmetric per-token absmax fake quantization of activations with an STE.
 

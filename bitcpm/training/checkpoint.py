@@ -61,12 +61,6 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """Newest complete checkpoint, or None."""
-    done = complete_checkpoints(run_dir)
-    return done[-1] if done else None
-
-
 def incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """Staging directories and unmarked checkpoints left by a crash (ignored, reported)."""
     root = checkpoint_root(run_dir)

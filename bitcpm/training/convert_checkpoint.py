@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from bitcpm.models.tp_shards import merge_shards
 from bitcpm.training import checkpoint as ckpt
-from bitcpm.training.reshard import merge_shards
 
 
 class ConvertError(ValueError):

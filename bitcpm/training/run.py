@@ -12,9 +12,9 @@ from bitcpm.backends import get_backend
 from bitcpm.config.root import JobConfig
 from bitcpm.training.distributed import init_distributed, shutdown_distributed
 from bitcpm.training.metrics_log import MetricsLog
-from bitcpm.training.progress import Progress
 from bitcpm.training.session import Session
 from bitcpm.training.signals import StopRequest
+from bitcpm.training.step_progress import Progress
 
 
 def _run_name(job: JobConfig) -> str:
@@ -55,8 +55,8 @@ def _open_tracking(s: Session, run_dir: Path):
     s.tracker = tracker
     log_restarts(tracker, run_dir, s.step)  # requeues by the scheduler, as a tag and a metric
     if job.quant.enabled and job.tracking.backend == "mlflow":
-        from bitcpm.bench.overhead import bench_key, find_bf16_bench
         from bitcpm.tracking.store_uri import resolve_experiment, resolve_store_uri
+        from bitcpm.training.qat_overhead import bench_key, find_bf16_bench
 
         # A BF16 bench of the same configuration on the same devices gives this QAT run an overhead figure.
         key = bench_key(job, s.info.world_size)
@@ -90,9 +90,9 @@ class Recorder:
 
 
 def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
-    from bitcpm.bench.overhead import qat_overhead
     from bitcpm.monitoring.system_metrics import SystemMonitor
     from bitcpm.training.build import set_lr
+    from bitcpm.training.qat_overhead import qat_overhead
     from bitcpm.training.steps import train_step
 
     job, info = s.job, s.info

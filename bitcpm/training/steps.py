@@ -56,11 +56,6 @@ def lm_forward_step(data_iterator: Iterator, model: torch.nn.Module) -> tuple:
     return model(**model_inputs(tokens), labels=tokens[:, 1:]), mean_loss
 
 
-def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of one block on a single-stage model (tests, probes)."""
-    return mean_loss(model(**model_inputs(tokens), labels=tokens[:, 1:]))[0]
-
-
 def _run_schedule(engine, micro_batches: list[torch.Tensor], forward_step: ForwardStep, forward_only: bool):
     """All micro-batches through megatron's schedule; returns this rank's per-micro-batch loss dicts."""
     seq = micro_batches[0].shape[1] - 1

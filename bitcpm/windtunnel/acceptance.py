@@ -40,7 +40,7 @@ def _run(*cmd: str) -> str:
 
 def best_lr_index(trials, lrs: list[float]) -> dict[int, int]:
     """width -> grid index of its best lr."""
-    from bitcpm.windtunnel.report import best_by
+    from bitcpm.windtunnel.lr_curves import best_by
 
     best = best_by(trials, lambda t: t.width)
     return {w: min(range(len(lrs)), key=lambda i: abs(lrs[i] - t.lr)) for w, t in sorted(best.items())}
@@ -48,7 +48,7 @@ def best_lr_index(trials, lrs: list[float]) -> dict[int, int]:
 
 def fitted_optima(trials) -> dict[int, float | None]:
     """width -> the report's fitted optimum lr (quadratic in log lr), for context beside the grid check."""
-    from bitcpm.windtunnel.report import fitted_optimum, lr_curves
+    from bitcpm.windtunnel.lr_curves import fitted_optimum, lr_curves
 
     return {width: fitted_optimum(pts) for (_, width), pts in lr_curves(trials).items()}
 
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(root: Path, tracking: list[str], lrs: list[float]) -> int:
     from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.tracking.client import open_client
-    from bitcpm.windtunnel.report import plot_transfer
-    from bitcpm.windtunnel.report_run import study_trials
+    from bitcpm.windtunnel.lr_curves import plot_transfer
+    from bitcpm.windtunnel.report_command import study_trials
     from bitcpm.windtunnel.tracking import store_uri
 
     job = compose_job(CommandLine(), tracking, check_rules=False)

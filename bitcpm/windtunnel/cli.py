@@ -25,7 +25,7 @@ def _coordcheck(sub) -> None:
 
 
 def _run_coordcheck(a: argparse.Namespace) -> int:
-    from bitcpm.windtunnel.coord_run import CoordCheckArgs, run_coord_check
+    from bitcpm.windtunnel.coordcheck_command import CoordCheckArgs, run_coord_check
 
     widths = parse_widths(a.widths)
     if len(widths) < 4:
@@ -61,7 +61,7 @@ def _report(sub) -> None:
 
 
 def _run_report(a: argparse.Namespace) -> int:
-    from bitcpm.windtunnel.report_run import run_report
+    from bitcpm.windtunnel.report_command import run_report
 
     return run_report(a.study, list(a.overrides), a.out)
 

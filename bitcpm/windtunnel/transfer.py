@@ -38,7 +38,7 @@ def derived(model: ModelConfig, lr: float) -> dict[str, float]:
 def best_base(client, experiment: str, study: str) -> tuple[dict[str, str], str, float]:
     """(params of the study's best trial, its run id, its loss)."""
     from bitcpm.tracking.client import run_params
-    from bitcpm.windtunnel.report_run import study_trials
+    from bitcpm.windtunnel.report_command import study_trials
 
     _, trials, _ = study_trials(client, experiment, study)
     if not trials:

@@ -151,7 +151,7 @@ def main() -> None:
     torch.manual_seed(SEED)
     chunks, optimizer, config = _build(a.tp, a.pp, a.dist_opt)
     step, losses = 0, {}
-    latest = ckpt.latest_checkpoint(a.run_dir)
+    latest = (ckpt.complete_checkpoints(a.run_dir) or [None])[-1]
     if a.resume:
         extra = ckpt.load_checkpoint(latest, chunks, optimizer)
         step, losses = extra["step"], {int(k): v for k, v in extra["losses"].items()}

@@ -33,11 +33,11 @@ def _old_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
 def _old_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor) -> float:
     """Earlier bitcpm's loop on one micro-batch: forward, backward, AdamW (tp ranks see the same batch)."""
     from bitcpm.quant.converter import refresh_quantized_weights
-    from bitcpm.training.steps import lm_loss
+    from bitcpm.training.steps import mean_loss, model_inputs
 
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = lm_loss(model, tokens)
+    loss = mean_loss(model(**model_inputs(tokens), labels=tokens[:, 1:]))[0]
     loss.backward()
     optimizer.step()
     refresh_quantized_weights(model)
@@ -70,7 +70,7 @@ def main() -> None:
     seq, vocab = job.train.seq_length, job.model.vocab_size
     losses, step = {}, 0
     if mode == "resume":
-        step = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir), [model], optimizer)["step"]
+        step = ckpt.load_checkpoint(ckpt.complete_checkpoints(run_dir)[-1], [model], optimizer)["step"]
     for _ in range(steps if mode == "write" else 0):
         losses[step + 1] = _old_step(model, optimizer, _tokens(step, seq, vocab))
         step += 1

@@ -58,8 +58,7 @@ def debug_save(repeats: int, work: Path) -> tuple[int, int, float, float]:
             lambda: ckpt.save_checkpoint(work, next(step), engine.model, engine.optimizer, {"step": 0}, keep=1),
             repeats,
         )
-        final = ckpt.latest_checkpoint(work)
-        assert final is not None
+        final = ckpt.complete_checkpoints(work)[-1]
         manifest_s = _median_s(lambda: write_manifest(final), repeats)
         return bytes_under(final), params, save_s, manifest_s
     finally:

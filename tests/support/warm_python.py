@@ -100,7 +100,7 @@ def _child(request: dict) -> None:
 
 def serve() -> None:
     """The helper's loop: one request at a time, a forked child per request."""
-    from bitcpm.frontend.quiet import hide_known_warnings
+    from bitcpm.backends.megatron_notices import hide_known_warnings
 
     hide_known_warnings()
     import importlib

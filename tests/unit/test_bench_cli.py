@@ -46,8 +46,8 @@ def one_thread(monkeypatch: pytest.MonkeyPatch):
 def test_bench_prints_table_and_records_parent_with_children(tmp_path: Path, capsys, one_thread) -> None:
     from mlflow.tracking import MlflowClient
 
-    from bitcpm.bench.overhead import bench_key, find_bf16_bench
     from bitcpm.frontend.compose import CommandLine, compose_job
+    from bitcpm.training.qat_overhead import bench_key, find_bf16_bench
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [*TINY, "bench.repeats=1", "tracking=mlflow", f"tracking.uri={uri}", "tracking.experiment=b"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bitcpm.bench.cli import check_bench, order
-from bitcpm.bench.report import Measurement, Workload, format_table, summarize
+from bitcpm.bench.summary import Measurement, Workload, format_table, summarize
 from bitcpm.config.validate import ConfigError
 from bitcpm.frontend.compose import CommandLine, compose_job
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bitcpm.data.progress import DataProgress
+from bitcpm.data.job_progress import DataProgress
 
 pytestmark = pytest.mark.quick
 

@@ -8,7 +8,13 @@ from bitcpm.frontend.compose import CommandLine, compose_job
 from bitcpm.frontend.submission import launch_refusal, plan_text
 from bitcpm.plan import count_params, flops_per_token, make_plan
 from bitcpm.plan.estimate import MFU_ASSUMED, step_seconds
-from bitcpm.plan.memory import estimate_memory, in_flight_stages, layer_activation_bytes, memory_overflow, stage_params
+from bitcpm.plan.memory import (
+    estimate_memory,
+    in_flight_stages,
+    layer_activation_bytes,
+    memory_overflow,
+    stage_param_counts,
+)
 from tests.support.finished_run import finished_run
 
 pytestmark = pytest.mark.quick
@@ -51,11 +57,11 @@ def test_distributed_optimizer_shards_main_weights_and_adam_over_dp():
 
 def test_tensor_and_pipeline_parallel_split_the_weights():
     job = _job("model=8b")
-    all_params, linear = stage_params(job.model, tp=1, pp=1)
+    all_params, linear = stage_param_counts(job.model, tp=1, pp=1, stage=0)
     assert all_params == count_params(job.model).total
-    tp4, _ = stage_params(job.model, tp=4, pp=1)
+    tp4, _ = stage_param_counts(job.model, tp=4, pp=1, stage=0)
     assert tp4 == pytest.approx(all_params / 4, rel=0.01)  # norms are replicated, the rest splits
-    pp4, _ = stage_params(job.model, tp=1, pp=4)
+    pp4, _ = stage_param_counts(job.model, tp=1, pp=4, stage=3)
     c = count_params(job.model)
     assert pp4 == 8 * (c.attention_per_layer + c.mlp_per_layer + 2 * 4096) + 4096 + c.lm_head  # last stage
 

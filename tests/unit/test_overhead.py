@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bitcpm.bench.overhead import (
+from bitcpm.frontend.compose import CommandLine, compose_job
+from bitcpm.training.qat_overhead import (
     BENCH_KEY_TAG,
     BENCH_VARIANT_TAG,
     bench_key,
@@ -14,7 +15,6 @@ from bitcpm.bench.overhead import (
     find_bf16_bench,
     qat_overhead,
 )
-from bitcpm.frontend.compose import CommandLine, compose_job
 
 pytestmark = pytest.mark.quick
 

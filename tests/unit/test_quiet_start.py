@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def test_megatron_fallback_notices_are_hidden_and_others_kept() -> None:
     script = (
         "import warnings\n"
-        "from bitcpm.frontend.quiet import hide_known_warnings\n"
+        "from bitcpm.backends.megatron_notices import hide_known_warnings\n"
         "hide_known_warnings()\n"
         "import megatron.core.models.gpt.gpt_layer_specs, megatron.core.optimizer\n"
         "warnings.warn('something else')\n"

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from bitcpm.windtunnel.acceptance import LRS, best_lr_index, fitted_optima, verdict
-from bitcpm.windtunnel.report import Trial
+from bitcpm.windtunnel.lr_curves import Trial
 
 pytestmark = pytest.mark.quick
 

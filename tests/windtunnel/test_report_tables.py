@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bitcpm.windtunnel.report import Trial, fitted_optimum, markdown
+from bitcpm.windtunnel.lr_curves import Trial, fitted_optimum, markdown
 
 pytestmark = pytest.mark.quick
 

@@ -1,8 +1,9 @@
 """Preflight of `stage.init_from=<HF checkpoint dir>`: config.json and safetensors headers against the job.
 
-Torch-free and cheap (headers only), so validation runs it before anything launches. Every mismatch is one
-line naming the tensor or the model key, with the value the checkpoint has. The checkpoint's geometry, muP
-constants (`minicpm` layout) and rope settings must be the job's: the message gives the override to pass.
+Torch-free and cheap (headers only), so the front end's preflight runs it before anything launches. Every
+mismatch is one line naming the tensor or the model key, with the value the checkpoint has. The checkpoint's
+geometry, muP constants (`minicpm` layout) and rope settings must be the job's: the message gives the override
+to pass.
 A `llama`-layout file carries no muP constants; its folded weights are unfolded with the job's.
 """
 

@@ -102,7 +102,7 @@ def load_hf_tensors(chunks: list[Any], read, cfg: ModelConfig, layout: str) -> l
     from megatron.core import parallel_state
 
     from bitcpm.models.minicpm.hf_layout import from_hf, hf_names
-    from bitcpm.training.reshard import split_full
+    from bitcpm.models.tp_shards import split_full
 
     tp = parallel_state.get_tensor_model_parallel_world_size()
     rank = parallel_state.get_tensor_model_parallel_rank()

@@ -22,7 +22,6 @@ from bitcpm.config.model import ModelConfig
 if TYPE_CHECKING:
     import torch
 
-LAYOUTS = ("llama", "minicpm")
 _LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 # megatron name inside a layer -> HF names inside a layer (split tensors map to several)
 _LAYER_NAMES = {

@@ -1,4 +1,7 @@
-"""`python -m bitcpm.windtunnel report STUDY`: read a study back from MLflow, plot and tabulate it.
+"""A study's trials as loss against lr per width: best and fitted optimum lr, the plot and the markdown table.
+
+What `python -m bitcpm.windtunnel report STUDY` draws and writes; report_command.py reads the runs from MLflow
+into these trials, and acceptance.py compares two studies' optima with them.
 
 The study is the parent run tagged bitcpm.study=STUDY; its trials are its child runs
 (bitcpm.tracking.client.children). Each trial's params are its full config, its metrics the validation

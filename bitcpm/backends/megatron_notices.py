@@ -1,4 +1,4 @@
-"""Known-harmless warnings hidden once in the command-line entry points, so the plan is not buried.
+"""Known-harmless megatron-core warnings, hidden once by the entry points that import megatron (worker, bench).
 
 megatron-core warns at import time that Apex and Transformer Engine are absent and that it falls back to
 its own implementations (always the case on CPU, and a supported setup elsewhere), and that its own

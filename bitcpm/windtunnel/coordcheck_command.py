@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bitcpm.windtunnel.coord_check import Drift, WidthRecord, drifts, failures, measure_width
+from bitcpm.windtunnel.coord_measure import Drift, WidthRecord, drifts, failures, measure_width
 
 
 @dataclass

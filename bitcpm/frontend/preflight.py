@@ -1,10 +1,13 @@
 """Every check that needs no torch, run on each job (and each multirun or pipeline member) before launch.
 
 Order: value ranges and choices of every key (bitcpm.config.ranges), the cross-group rules
-(bitcpm.config.validate), then what lies outside the config: optional packages the job needs, data
-inputs, the tokenizer and the checkpoints a stage starts from (complete, of a fitting model, files intact).
-Each failure is one ConfigError line naming the key. Hardware stacks (CUDA, torch_npu, MindSpeed) are checked
-where the job runs instead.
+(bitcpm.config.validate), then what lies outside the config: a Hugging Face stage.init_from against the
+model, optional packages the job needs, data inputs, the tokenizer and the checkpoints a stage starts from
+(complete, of a fitting model, files intact). Each failure is one ConfigError line naming the key. Hardware
+stacks (CUDA, torch_npu, MindSpeed) are checked where the job runs instead.
+
+These checks read files through data/ and models/, so they belong to the front end: config/ holds the
+rules about the config's values alone.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from omegaconf import OmegaConf
 
 from bitcpm.config.checkpoint_manifest import DamagedCheckpointError, Verdict, accept, verify
 from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint
+from bitcpm.config.errors import ConfigError, parse_tokens
 from bitcpm.config.root import JobConfig
-from bitcpm.config.validate import ConfigError, validate
+from bitcpm.config.validate import validate
 
 # Keys that fix the shape of every weight: a checkpoint loads into the job only if they agree.
 MODEL_SHAPE_KEYS = (
@@ -54,6 +58,24 @@ def check_extras(job: JobConfig) -> None:
         error = missing_extra(module, extra, needed_by)
         if error is not None:
             raise error
+
+
+def check_hf_init_from(job: JobConfig) -> None:
+    """stage.init_from naming a Hugging Face checkpoint: it must fit the model (headers only, no torch)."""
+    from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
+
+    if not is_hf_checkpoint(job.stage.init_from):
+        return
+    from bitcpm.models.minicpm.hf_check import HFCheckError, check_hf_init
+
+    if parse_tokens(job.stage.tokens) == "auto":
+        raise ConfigError(
+            "stage.tokens=auto needs a bitcpm run as stage.init_from (a Hugging Face checkpoint has no schedule)"
+        )
+    try:
+        check_hf_init(job.model, str(job.stage.init_from))
+    except HFCheckError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_data_inputs(job: JobConfig) -> None:
@@ -134,7 +156,7 @@ def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset(
         if not value or Path(value).resolve() in planned:
             continue  # unset, or an earlier pipeline stage will write it
         if key == "stage.init_from" and is_hf_checkpoint(value):
-            continue  # a Hugging Face directory: validate's check_hf_init_from reads its config and headers
+            continue  # a Hugging Face directory: check_hf_init_from reads its config and headers
         path = Path(value)
         if not path.exists():
             raise ConfigError(f"{key}={value}: no such checkpoint or run directory")
@@ -157,6 +179,7 @@ def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset(
 def preflight(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:
     """Run every pre-launch check; raise ConfigError (one line, naming the key) on the first failure."""
     validate(job)  # the per-leaf ranges first, then the rules across keys
+    check_hf_init_from(job)
     check_extras(job)
     check_megatron_data(job)  # first: a source that names both inputs and a prefix is refused as such
     check_data_inputs(job)

@@ -8,6 +8,9 @@ qat_overhead = 1 - its tokens/s per device / the bench's BF16 tokens/s per devic
 
 Left out of the key because they do not change the per-step work: quant (that is the comparison),
 stage, data (the bench may use synthetic tokens), optimizer values, steps, seed, tracking, launcher.
+
+The training loop logs the overhead, so the key, the tags and the lookup live in training/; bench/ tags its
+runs with them from above.
 """
 
 from __future__ import annotations

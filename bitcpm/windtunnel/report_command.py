@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bitcpm.windtunnel.report import Trial, markdown, plot_transfer, trial_of
+from bitcpm.windtunnel.lr_curves import Trial, markdown, plot_transfer, trial_of
 
 
 def study_trials(client, experiment: str, study: str) -> tuple[str, list[Trial], int]:

@@ -1,4 +1,4 @@
-"""Coordinate check: do activation and update sizes stay constant as the model widens?
+"""Coordinate check, the measurement: do activation and update sizes stay constant as the model widens?
 
 Under muP every coordinate of the embedding output, each attention / MLP branch output and the logits
 stays Θ(1) in width during training, and so does the effect of each weight's update on its module's

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from bitcpm.bench.overhead import BF16_VARIANT, QAT_VARIANT, qat_overhead
+from bitcpm.training.qat_overhead import BF16_VARIANT, QAT_VARIANT, qat_overhead
 
 
 @dataclass(frozen=True)

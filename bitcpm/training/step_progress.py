@@ -1,4 +1,4 @@
-"""Console progress: one updating line on a terminal, a line per interval in logs."""
+"""Console progress of training steps: one updating line on a terminal, a line per interval in logs."""
 
 from __future__ import annotations
 

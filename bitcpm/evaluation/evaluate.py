@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 from bitcpm.evaluation.harness import check_tasks, primary_metric, run_tasks, task_manager
-from bitcpm.evaluation.report import format_retention, log_results, metric_key, retention
+from bitcpm.evaluation.scores import format_retention, log_results, metric_key, retention
 from bitcpm.evaluation.target import Target, baseline_of, resolve_target
 
 

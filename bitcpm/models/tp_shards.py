@@ -4,7 +4,8 @@ megatron marks every sharded parameter with `partition_dim` and `partition_strid
 strided parameter (the fused SwiGLU gate/up of linear_fc1, stride 2) holds `stride` interleaved pieces,
 so the full tensor is rebuilt piece by piece, not by a plain concatenation. Checkpoints reshard through
 megatron's dist_checkpointing; these helpers serve the readers of foreign layouts (Hugging Face weights,
-checkpoints of earlier bitcpm versions).
+checkpoints of earlier bitcpm versions): models/ (the Hugging Face reader) and training/ (the legacy
+converter) both use them, so they live at the lower of the two.
 """
 
 from __future__ import annotations
