@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.quick
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("bitcpm", "launchers")
+PACKAGES = ("bitcpm", "launchers", "hydra_plugins")
 MLFLOW_DOOR = "bitcpm.tracking"
 
 # Highest first. A folder (trailing slash) covers every module under it, a file only itself; the longest
@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "bitcpm/windtunnel/__main__.py",
             "bitcpm/windtunnel/cli.py",
             "bitcpm/windtunnel/acceptance.py",
+            "hydra_plugins/",  # Hydra's launcher and sweeper plugins: Hydra imports them, they call the front end
         ),
     ),
     # Jobs built on training runs and checkpoints: they compose configs, train, read runs back, write files.
