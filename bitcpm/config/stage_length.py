@@ -59,7 +59,8 @@ def stage_length(cfg: JobConfig) -> StageLength:
     if tokens == "auto":
         config = source_config_path(cfg.stage.init_from) if cfg.stage.init_from else None
         if config is None:
-            origin = f"stage.tokens=auto: 2x the decay tokens of {cfg.stage.init_from} (read when it exists)"
+            source = cfg.stage.init_from or "stage.init_from (not set)"
+            origin = f"stage.tokens=auto: 2x the decay tokens of {source} (read when it exists)"
             return StageLength(cfg.train.steps, False, origin)
         # BitCPM4: QAT trains on twice the tokens of the full-precision run's decay phase.
         decay = decay_tokens_of(config)

@@ -190,7 +190,8 @@ def check_sequence(cfg: JobConfig) -> None:
 def check_stage(cfg: JobConfig) -> None:
     """Each stage has the fields it needs."""
     st = cfg.stage
-    if st.name in ("qat", "distill") and not st.init_from:
+    # A dry run only plans: it may leave the source out (the plan says what it could not know).
+    if st.name in ("qat", "distill") and not st.init_from and not cfg.dry_run:
         _fail(f"stage.init_from is required for stage={st.name} (a checkpoint or run directory)")
     if st.name == "qat" and not cfg.quant.enabled:
         _fail("stage=qat needs a quantizer: set quant=ternary_g128 (or another ternary preset)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bitcpm.config.root import JobConfig
+from bitcpm.models.minicpm.mup import effective_settings
 from bitcpm.plan.counts import human
 from bitcpm.plan.estimate import memory_lines, node_lines, step_lines
 from bitcpm.plan.layout import Plan
@@ -35,8 +36,21 @@ def format_plan(cfg: JobConfig, plan: Plan, launch_lines: list[str] = (), max_ra
         lines.append(f"           {r.rank:4d} {r.node:4d} {r.local_rank:5d} {r.tp:3d} {r.cp:2d} {r.dp:2d} {r.pp:2d}")
     if len(plan.layout) > max_ranks:
         lines.append(f"           ... {len(plan.layout) - max_ranks} more ranks")
+    lines += optimizer_lines(cfg)
     lines += node_lines(plan, cfg.launcher.nodes)
     lines += memory_lines(cfg, plan, estimate_memory(cfg))
     lines += step_lines(cfg, plan)
     lines += launch_lines
     return "\n".join(lines)
+
+
+def optimizer_lines(cfg: JobConfig) -> list[str]:
+    """Per kind of parameter at the peak lr: the lr, AdamW's per-step decay (lr x wd) and eps the optimizer uses."""
+    o = cfg.optim
+    lines = [f"optimizer  AdamW, peak lr {o.lr:g} ({cfg.model.parameterization}, m={cfg.model.width_mult:g}):"]
+    for kind, v in effective_settings(cfg.model, o.lr, o.weight_decay, o.eps).items():
+        lines.append(
+            f"           {kind:<19} lr {v['lr']:.3g}  decay {v['weight_decay']:.3g} "
+            f"(x lr = {v['decay_per_step']:.3g}/step)  eps {v['eps']:.3g}"
+        )
+    return lines

@@ -22,7 +22,7 @@ from bitcpm.config.optim import OptimConfig
 from bitcpm.config.parallel import ParallelConfig, ParallelLayout, derive_layout
 from bitcpm.config.quant import QuantConfig
 from bitcpm.config.root import JobConfig
-from bitcpm.models.minicpm.mup import is_hidden_matrix, width_mult
+from bitcpm.models.minicpm.mup import HIDDEN_MATRICES, VECTORS, is_hidden_matrix, optimizer_rules
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -94,16 +94,24 @@ def build_chunks(
     return chunks, config, quantized
 
 
-def param_group_overrides(model_cfg: ModelConfig) -> dict:
-    """muP lr / m for 2-D hidden matrices; no weight decay on vectors (norms): megatron ParamKey overrides."""
+def param_group_overrides(model_cfg: ModelConfig, eps: float) -> dict:
+    """mup.optimizer_rules as megatron ParamKey overrides: hidden matrices lr/m, decay x m, eps/m (all 1 under sp);
+    no weight decay on vectors (norms)."""
     from megatron.core.optimizer import ParamKey
     from megatron.core.optimizer.optimizer_config import ParamPredicate, ParamWithNamePredicate
 
+    rules = optimizer_rules(model_cfg)
+    hidden_rule, vector_rule = rules[HIDDEN_MATRICES], rules[VECTORS]
     hidden = ParamWithNamePredicate(name="mup_hidden_matrix", fn=lambda param, name: is_hidden_matrix(name, param))
     vector = ParamPredicate(name="vector", fn=lambda param: param.dim() < 2)
     return {
-        ParamKey(with_name_predicate=hidden): {"lr_mult": 1.0 / width_mult(model_cfg)},  # 1 under sp
-        ParamKey(predicate=vector): {"wd_mult": 0.0},
+        # torch's Adam and megatron's fused Adam read eps per param group.
+        ParamKey(with_name_predicate=hidden): {
+            "lr_mult": hidden_rule.lr_mult,
+            "wd_mult": hidden_rule.wd_mult,
+            "eps": eps * hidden_rule.eps_mult,
+        },
+        ParamKey(predicate=vector): {"wd_mult": vector_rule.wd_mult},
     }
 
 
@@ -183,7 +191,8 @@ def build_engine(job: JobConfig, world_size: int, base_lr: float) -> Engine:
     opt_config = optimizer_config(
         job.optim, job.hardware.dtype, layout, base_lr, p.overlap_param_gather and layout.distributed_optimizer
     )
-    optimizer = get_megatron_optimizer(opt_config, model, config_overrides=param_group_overrides(job.model))
+    overrides = param_group_overrides(job.model, job.optim.eps)
+    optimizer = get_megatron_optimizer(opt_config, model, config_overrides=overrides)
     _wire_schedule(config, model, optimizer, p, layout)
     set_lr(optimizer, base_lr, 1.0, job.optim.weight_decay)
     return Engine(model, optimizer, get_forward_backward_func(), layout, config, quantized)

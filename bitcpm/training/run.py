@@ -30,6 +30,14 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _group_settings(job) -> dict[str, dict[str, float]]:
+    """The effective per-group lr, decay and eps at the peak lr (MLflow params optimizer_groups.*)."""
+    from bitcpm.models.minicpm.mup import effective_settings
+
+    settings = effective_settings(job.model, job.optim.lr, job.optim.weight_decay, job.optim.eps)
+    return {kind.replace(" ", "_"): values for kind, values in settings.items()}
+
+
 def _open_tracking(s: Session, run_dir: Path):
     from bitcpm.tracking import open_tracker
     from bitcpm.training.restarts import log_restarts
@@ -38,7 +46,7 @@ def _open_tracking(s: Session, run_dir: Path):
     tracker = open_tracker(
         job.tracking,
         run_name=_run_name(job),
-        params=asdict(job),
+        params={**asdict(job), "optimizer_groups": _group_settings(job)},
         tags={
             "stage": job.stage.name,
             "model": job.model.name,

@@ -61,7 +61,7 @@ def test_rule_rejects_with_key(overrides: list[str], expected: str) -> None:
         (["+foo=1"], "foo: unknown key"),
         (["model.hidden_size=1.5"], "model.hidden_size"),
         (["quant=ternary_g128", "parallel.tp=3"], "parallel.tp=3"),
-        (["stage=qat"], "stage.init_from"),
+        (["stage=qat", "quant=none"], "stage=qat needs a quantizer"),
         (["parallel.global_batch_size=7"], "parallel.global_batch_size=7"),
         (["model=wt9m"], "quant.group_size=128"),
     ],

@@ -1,18 +1,25 @@
-"""MiniCPM's muP ("Tensor Program") scalings, applied to a built megatron-core GPTModel.
+"""MiniCPM's muP ("Tensor Program") scalings, applied to a built megatron-core GPTModel, and its optimizer rules.
 
 The released modeling code multiplies the embedding output by scale_emb, every residual branch by
 scale_depth / sqrt(num_layers), and divides the final hidden state by m = hidden_size /
 dim_model_base before the LM head. They are forward hooks so the megatron layer spec stays stock and
 a quantizer can swap the linear classes without knowing about muP.
 
-`model.parameterization=sp` (standard parameterization) switches every one of these multipliers off:
-no width factor in init, per-tensor lr or logits, embedding and residual branches unscaled. It is the
-same network trained the common way, so a wind tunnel can show what muP's rules buy.
+`model.parameterization=sp` (standard parameterization) is muP without its width rules: hidden init std
+and lr are not divided by m and the logits not by m; scale_emb and the residual scale stay. At width =
+dim_model_base (m = 1) the two are the same network, so a wind tunnel comparing them shows only what the
+width rules do (the baseline of EleutherAI's nanoGPT-mup and microsoft/mup's examples; README, wind tunnel).
+
+Optimizer rules for hidden matrices under muP (`optimizer_rules`): lr / m (MiniCPM Table 7), weight decay x m
+(microsoft/mup's MuAdamW: AdamW's decoupled decay is multiplied by the group's lr, so lr x wd, the per-step
+shrink, stays what it is at the base width), Adam eps / m (Everett et al. 2024, CompleteP: gradients of
+hidden weights shrink with width, and a fixed eps would start to dominate their second moment).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,13 +38,50 @@ def width_mult(cfg: ModelConfig) -> float:
 
 
 def residual_scale(cfg: ModelConfig) -> float:
-    """Multiplier of each attention / MLP branch before it joins the residual stream."""
-    return cfg.scale_depth / math.sqrt(cfg.num_layers) if is_mup(cfg) else 1.0
+    """Multiplier of each attention / MLP branch before it joins the residual stream (both parameterizations)."""
+    return cfg.scale_depth / math.sqrt(cfg.num_layers)
 
 
 def embedding_scale(cfg: ModelConfig) -> float:
-    """Multiplier of the embedding output (scale_emb under muP)."""
-    return cfg.scale_emb if is_mup(cfg) else 1.0
+    """Multiplier of the embedding output: scale_emb (both parameterizations)."""
+    return cfg.scale_emb
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    """How one kind of parameter's optimizer settings follow width: multipliers of the base lr, decay, eps."""
+
+    lr_mult: float = 1.0
+    wd_mult: float = 1.0
+    eps_mult: float = 1.0
+
+
+HIDDEN_MATRICES = "hidden matrices"
+EMBEDDING_AND_HEAD = "embedding and head"
+VECTORS = "norms"
+
+
+def optimizer_rules(cfg: ModelConfig) -> dict[str, GroupRule]:
+    """Per kind of parameter: hidden 2-D matrices (lr/m, decay x m, eps/m), embedding and head, norms (no decay)."""
+    m = width_mult(cfg)
+    return {
+        HIDDEN_MATRICES: GroupRule(lr_mult=1.0 / m, wd_mult=m, eps_mult=1.0 / m),
+        EMBEDDING_AND_HEAD: GroupRule(),
+        VECTORS: GroupRule(wd_mult=0.0),
+    }
+
+
+def effective_settings(cfg: ModelConfig, lr: float, weight_decay: float, eps: float) -> dict[str, dict[str, float]]:
+    """Per kind of parameter at the peak lr: lr, the decay's per-step shrink lr x wd (AdamW), eps."""
+    return {
+        kind: {
+            "lr": lr * r.lr_mult,
+            "weight_decay": weight_decay * r.wd_mult,
+            "decay_per_step": lr * r.lr_mult * weight_decay * r.wd_mult,
+            "eps": eps * r.eps_mult,
+        }
+        for kind, r in optimizer_rules(cfg).items()
+    }
 
 
 def hidden_init_std(cfg: ModelConfig) -> float:
@@ -74,16 +118,15 @@ def _scale_first_input(factor: float):
 
 
 def apply_mup(model: torch.nn.Module, cfg: ModelConfig) -> None:
-    """Register the three forward scalings on a megatron GPTModel or one pipeline stage of it (none under sp)."""
-    if not is_mup(cfg):
-        return
-    if getattr(model, "pre_process", True):
+    """Register the forward scalings on a megatron GPTModel or one pipeline stage of it (sp: no 1/m on logits)."""
+    if getattr(model, "pre_process", True) and embedding_scale(cfg) != 1.0:
         model.embedding.register_forward_hook(_scale_output(embedding_scale(cfg)))
-    branch = _scale_output(residual_scale(cfg))
-    for layer in model.decoder.layers:
-        layer.self_attention.linear_proj.register_forward_hook(branch)
-        layer.mlp.linear_fc2.register_forward_hook(branch)
-    if getattr(model, "post_process", True):
+    if residual_scale(cfg) != 1.0:
+        branch = _scale_output(residual_scale(cfg))
+        for layer in model.decoder.layers:
+            layer.self_attention.linear_proj.register_forward_hook(branch)
+            layer.mlp.linear_fc2.register_forward_hook(branch)
+    if getattr(model, "post_process", True) and width_mult(cfg) != 1.0:
         model.output_layer.register_forward_pre_hook(_scale_first_input(1.0 / width_mult(cfg)), with_kwargs=True)
 
 
