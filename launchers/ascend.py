@@ -8,7 +8,12 @@ the worker's NPU backend does, on the nodes.
 from __future__ import annotations
 
 from launchers import node_scripts
+from launchers.capabilities import Capabilities
 from launchers.request import LaunchRequest
+
+# Without a scheduler: writes one script per node and returns (an operator starts them). Jobs with Slurm
+# options go to launchers.slurm, whose capabilities apply to them.
+CAPABILITIES = Capabilities(multi_node=True, remote=True)
 
 
 def describe(req: LaunchRequest) -> str:
