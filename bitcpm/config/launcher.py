@@ -45,7 +45,11 @@ _REGISTRY: dict[str, RegisteredLauncher] = {}
 
 
 def register_launcher(name: str, launcher: str | object, schema: type[LauncherConfig]) -> None:
-    """Make `launcher=NAME` selectable: its launcher (module path or object) and its schema, whose name is NAME."""
+    """Make `launcher=NAME` selectable: its launcher (module path or object) and its schema, whose name is NAME.
+
+    Every key of the schema has a default; its preset (conf/launcher/NAME.yaml, or one in a --config-dir) lists
+    `- schema@_here_: NAME` in its defaults. Call it before composing (bitcpm.train.main) in a package's code.
+    """
     default = next(f.default for f in fields(schema) if f.name == "name")
     if default != name:
         raise ValueError(f"{schema.__name__}.name defaults to {default!r}; register it as that name, not {name!r}")
@@ -116,10 +120,11 @@ class LauncherConfig:
     def schema_for(cls, node: Mapping[str, Any]) -> type[LauncherConfig]:
         """The schema of a `launcher` node: the one its name registered, else the common keys' (this class).
 
-        An unregistered name is refused by the name's value spec when a job is checked; a saved run of a launcher
-        this process has not registered (a worker of a package's launcher) still loads its common keys.
+        A composed job naming an unregistered launcher is refused (bitcpm.config.load.to_job); a saved run of a
+        launcher this process has not registered (the worker of a package's launcher) still loads its common keys.
         """
-        entry = _REGISTRY.get(node.get("name", "local")) if isinstance(node.get("name", "local"), str) else None
+        name = node.get("name", "local")
+        entry = _REGISTRY.get(name) if isinstance(name, str) else None
         return entry.schema if entry is not None else LauncherConfig
 
     def implementation(self) -> Any:

@@ -81,7 +81,9 @@ class ThreadsLauncher:
         self.calls.append(("launch_chain", list(requests)))
         return 0
 
-    def run_trials(self, trials: list[list[LaunchRequest]], slots: Any, on_start=None, on_end=None, **_: Any) -> list:
+    def run_trials(
+        self, trials: list[list[LaunchRequest]], slots: Any, on_start=None, on_end=None, *_: Any, **__: Any
+    ) -> list:
         """Every trial in a thread of its own; returns each one's exit code."""
         codes = [0] * len(trials)
         lock = threading.Lock()
