@@ -1,14 +1,21 @@
 """Ascend NPU launcher: Slurm with gres npu (through the Slurm launcher), or per-node scripts without a scheduler.
 
 The request already carries the CANN/HCCL environment, the `source set_env.sh` setup line and the per-node
-version check (launchers.ascend_check); this module only chooses the path. Nothing here imports torch_npu:
+version check (launchers.ascend_check); this module only chooses the path. bitcpm's front end hands
+scheduler=slurm jobs to launchers.slurm itself (arrays, chains, requeue: see AscendLauncherConfig), so what
+comes here is the per-node scripts, whose capabilities CAPABILITIES declares. Nothing here imports torch_npu:
 the worker's NPU backend does, on the nodes.
 """
 
 from __future__ import annotations
 
 from launchers import node_scripts
+from launchers.capabilities import Capabilities
 from launchers.request import LaunchRequest
+
+# Without a scheduler: writes one script per node and returns (an operator starts them). Jobs with Slurm
+# options go to launchers.slurm, whose capabilities apply to them.
+CAPABILITIES = Capabilities(multi_node=True, remote=True)
 
 
 def describe(req: LaunchRequest) -> str:

@@ -22,7 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launchers.capabilities import Capabilities
 from launchers.request import LaunchRequest
+
+# One node; a study's trials run here in parallel slots (trial_slots, run_trials, trial_log below).
+CAPABILITIES = Capabilities(parallel_trials=True)
 
 
 def free_port() -> int:

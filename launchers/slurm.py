@@ -15,11 +15,14 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from launchers.capabilities import Capabilities
 from launchers.request import LaunchRequest, SlurmOptions
-from launchers.slurm_state import JobRecord, JobState, append_records, query_states
+from launchers.slurm_state import JobRecord, JobState, append_records, query_states, read_records
 from launchers.slurm_task import WorkerTask
 
 POLL_S = 5.0
+# waits: launcher.wait (SlurmOptions.wait) decides; the front end's schema sets it per job.
+CAPABILITIES = Capabilities(arrays=True, chains=True, requeue=True, multi_node=True, remote=True)
 
 
 def _options(req: LaunchRequest) -> SlurmOptions:
@@ -198,3 +201,10 @@ def launch_chain(requests: list[LaunchRequest]) -> int:
     for req in requests:
         records += submit([req], dependencies=[records[-1].job_id] if records else [])
     return _report(records, all(_options(r).wait for r in requests))
+
+
+def request_codes(requests: list[LaunchRequest]) -> list[int]:
+    """After a failed array: each request's outcome (0 when its newest job COMPLETED, else 1) from sacct."""
+    last = [read_records(r.launch_dir)[-1] for r in requests]
+    states = query_states([rec.job_id for rec in last])
+    return [0 if states[rec.job_id].state == "COMPLETED" else 1 for rec in last]

@@ -1,8 +1,9 @@
 """Allowed values of every leaf key of the schema, and the generic check that enforces them.
 
-Every int, float and str field of every config dataclass has an entry in SPECS (a test walks the schema
-and fails on a field without one): a numeric Range, a OneOf choice, a Custom parser, or Text for names,
-paths and free text. Lists and dicts are checked element by element. Booleans need no entry.
+Every int, float and str field of every config dataclass has an entry in SPECS, or in its dataclass's own
+value_specs() (the launcher schemas declare theirs next to their fields), and a test walks the schema and
+fails on a field without one: a numeric Range, a OneOf choice, a Custom parser, or Text for names, paths and
+free text (config/specs.py). Lists and dicts are checked element by element. Booleans need no entry.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,107 +20,17 @@ from bitcpm.config.bench import BenchConfig
 from bitcpm.config.data import DataConfig, DataSourceConfig
 from bitcpm.config.errors import ConfigError, parse_tokens
 from bitcpm.config.hardware import HardwareConfig
-from bitcpm.config.launcher import CannConfig, LauncherConfig
 from bitcpm.config.model import ModelConfig, RopeConfig
 from bitcpm.config.optim import OptimConfig
 from bitcpm.config.parallel import ParallelConfig
 from bitcpm.config.pipeline import PipelineStageConfig
 from bitcpm.config.quant import DEFAULT_TARGETS, QUANT_KERNELS, QUANT_METHODS, QuantConfig
 from bitcpm.config.root import JobConfig, TrainConfig
+from bitcpm.config.specs import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT, UNIT_OPEN, Custom, OneOf, Range, Spec, Text
 from bitcpm.config.stage import StageConfig
 from bitcpm.config.tracking import TrackingConfig
 from bitcpm.config.typecheck import strip_optional
 
-
-@dataclass(frozen=True)
-class Range:
-    """A numeric interval; `also` lists special values allowed outside it (e.g. -1 = per channel)."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    also: tuple[float, ...] = ()
-
-    def ok(self, value: Any) -> bool:
-        """Whether the value lies in the interval (or is one of the special values)."""
-        if value in self.also:
-            return True
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            return False
-        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
-
-    def describe(self) -> str:
-        """The interval in words, e.g. 'expected a value in [0, 1)'."""
-        if self.lo is not None and self.hi is not None:
-            text = f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
-        elif self.lo is not None:
-            text = f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
-        else:
-            text = f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
-        extra = "".join(f" or {_num(v)}" for v in self.also)
-        return f"expected a value {text}{extra}"
-
-    def outside(self) -> float:
-        """A value this range refuses (for tests generated from the schema)."""
-        if self.lo is not None:
-            return self.lo if self.lo_open else self.lo - 1
-        assert self.hi is not None
-        return self.hi if self.hi_open else self.hi + 1
-
-
-@dataclass(frozen=True)
-class OneOf:
-    """One of a fixed set of values."""
-
-    values: tuple[Any, ...]
-    hint: str | None = None
-    """Shown instead of the full list when it is long (signal names)."""
-
-    def ok(self, value: Any) -> bool:
-        """Whether the value is one of the choices."""
-        return value in self.values
-
-    def describe(self) -> str:
-        """The choices in words."""
-        return self.hint or f"expected one of {', '.join(map(str, self.values))}"
-
-    def outside(self) -> str:
-        """A value that is none of the choices."""
-        return "no_such_choice"
-
-
-@dataclass(frozen=True)
-class Custom:
-    """A parser that raises ConfigError for a bad value (e.g. stage.tokens)."""
-
-    parse: Callable[[Any], Any]
-    bad: str
-
-    def outside(self) -> str:
-        """A value the parser refuses."""
-        return self.bad
-
-
-@dataclass(frozen=True)
-class Text:
-    """Any string: a name, a path or free text (existence of paths is checked in preflight)."""
-
-    what: str
-
-
-Spec = Range | OneOf | Custom | Text
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
-
-
-POSITIVE = Range(lo=0, lo_open=True)
-AT_LEAST_1 = Range(lo=1)
-NON_NEGATIVE = Range(lo=0)
-UNIT_OPEN = Range(0, 1, hi_open=True)
-UNIT = Range(0, 1)
 SEED = Range(0, 2**32 - 1)  # numpy's seed range
 # Signals a process can catch; SIGKILL and SIGSTOP cannot be handled, so they cannot stop a run gracefully.
 SIGNAL_NAMES = tuple(s.name for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP))
@@ -214,40 +125,6 @@ SPECS: dict[type, dict[str, Spec]] = {
         "log_interval": AT_LEAST_1,
         "tags": Text("tag value"),
     },
-    LauncherConfig: {
-        "name": OneOf(("local", "slurm", "ascend")),
-        "nodes": AT_LEAST_1,
-        "procs_per_node": AT_LEAST_1,
-        "master_port": Range(1, 65535),
-        "max_parallel": AT_LEAST_1,
-        "threads_per_trial": AT_LEAST_1,
-        "partition": Text("Slurm partition"),
-        "account": Text("Slurm account"),
-        "qos": Text("Slurm QOS"),
-        "time_min": AT_LEAST_1,
-        "constraint": Text("Slurm constraint"),
-        "gpus_per_node": NON_NEGATIVE,
-        "cpus_per_task": AT_LEAST_1,
-        "mem_gb": AT_LEAST_1,
-        "sbatch": Text("sbatch option value"),
-        "setup": Text("shell line"),
-        "signal_delay_s": AT_LEAST_1,
-        "max_restarts": NON_NEGATIVE,
-        "scheduler": OneOf(("slurm", "none")),
-        "hosts": Text("host address"),
-        "device_ips": Text("device IP"),
-    },
-    CannConfig: {
-        "set_env": Text("path"),
-        "hccl_connect_timeout": AT_LEAST_1,
-        "hccl_exec_timeout": AT_LEAST_1,
-        "hccl_socket_ifname": Text("NIC name"),
-        "visible_devices": Text("device list"),
-        "alloc_conf": Text("allocator setting"),
-        "task_queue_enable": Range(0, 2),
-        "cpu_affinity": Range(1, 2),
-        "extra": Text("environment value"),
-    },
     HardwareConfig: {
         "name": Text("preset name"),
         "device": OneOf(tuple(CAPABILITIES)),
@@ -284,25 +161,43 @@ class Leaf:
     owner: type
     name: str
     hint: Any
+    select: tuple[str, ...] = ()
+    """Overrides that make the key exist (a variant's keys: launcher=slurm for launcher.partition)."""
 
 
-def leaf_fields(schema: type = JobConfig, prefix: str = "") -> Iterator[Leaf]:
-    """Every leaf field under a dataclass schema, depth first."""
+def leaf_fields(schema: type = JobConfig, prefix: str = "", select: tuple[str, ...] = ()) -> Iterator[Leaf]:
+    """Every leaf field under a dataclass schema, depth first; a variant node's keys once, from the first variant."""
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         hint = strip_optional(hints[f.name])
         element = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
-        if dataclasses.is_dataclass(hint):
-            yield from leaf_fields(hint, f"{prefix}{f.name}.")
+        if dataclasses.is_dataclass(hint) and hasattr(hint, "schemas"):
+            yield from _variant_leaves(hint, f.name, prefix, select)
+        elif dataclasses.is_dataclass(hint):
+            yield from leaf_fields(hint, f"{prefix}{f.name}.", select)
         elif element is not None and dataclasses.is_dataclass(element):
-            yield from leaf_fields(element, f"{prefix}{f.name}[].")
+            yield from leaf_fields(element, f"{prefix}{f.name}[].", select)
         else:
-            yield Leaf(f"{prefix}{f.name}", schema, f.name, hint)
+            yield Leaf(f"{prefix}{f.name}", schema, f.name, hint, select)
+
+
+def _variant_leaves(base: type, group: str, prefix: str, select: tuple[str, ...]) -> Iterator[Leaf]:
+    """The leaves of every variant of a node (config group `group`, one preset per variant name)."""
+    seen = {leaf.key for leaf in leaf_fields(base, f"{prefix}{group}.", select)}
+    yield from leaf_fields(base, f"{prefix}{group}.", select)
+    for name, variant in base.schemas().items():
+        for leaf in leaf_fields(variant, f"{prefix}{group}.", (*select, f"{group}={name}")):
+            if leaf.key not in seen:
+                seen.add(leaf.key)
+                yield leaf
 
 
 def spec_of(owner: type, name: str) -> Spec | None:
-    """The declared spec of a field, or None (booleans, dataclass-valued fields)."""
-    return SPECS.get(owner, {}).get(name)
+    """The declared spec of a field (SPECS, else the dataclass's value_specs()), or None (booleans, dataclasses)."""
+    if owner in SPECS:
+        return SPECS[owner].get(name)
+    own = getattr(owner, "value_specs", None)
+    return own().get(name) if own is not None else None
 
 
 def _values(value: Any) -> Iterator[tuple[str, Any]]:

@@ -3,6 +3,9 @@
 OmegaConf checks types too, but inside lists of dataclasses (data.sources, pipeline) its messages lose
 the path, and its wording varies by node type. This walk runs first and names every key the same way:
 `data.sources[0].weight=abc: expected a number`.
+
+A dataclass whose subclasses are variants picked by the node's values (LauncherConfig: one schema per
+registered launcher, by launcher.name) declares schema_for(node) and schemas(); the walks here follow them.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from bitcpm.config.errors import ConfigError
@@ -76,6 +80,12 @@ def strip_optional(hint: Any) -> Any:
     return hint
 
 
+def concrete_schema(schema: type, node: Any) -> type:
+    """The schema a mapping is checked against: the variant its values pick (schema_for), else `schema`."""
+    pick = getattr(schema, "schema_for", None)
+    return pick(node) if pick is not None and isinstance(node, Mapping) else schema
+
+
 def check_value(value: Any, hint: Any, key: str) -> None:
     """Raise ConfigError unless `value` (plain containers) fits the type hint."""
     if isinstance(value, str) and value == _MISSING:
@@ -91,7 +101,7 @@ def check_value(value: Any, hint: Any, key: str) -> None:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             _fail(key, value, f"a mapping of {hint.__name__} fields")
-        check_node(value, hint, f"{key}.")
+        check_node(value, concrete_schema(hint, value), f"{key}.")
     elif origin is list:
         if not isinstance(value, list):
             _fail(key, value, "a list, e.g. [a, b]")
@@ -128,8 +138,11 @@ def _hint_at(schema: type, key: str) -> Any | None:
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
         if not dataclasses.is_dataclass(hint):
             return None
-        hints = typing.get_type_hints(hint)
-        if part not in hints:
+        # A variant node: the key's type in whichever variant declares it (the choice is made later, by Hydra).
+        variants = getattr(hint, "schemas", None)
+        schemas = [*variants().values(), hint] if variants is not None else [hint]
+        hints = next((h for h in map(typing.get_type_hints, schemas) if part in h), None)
+        if hints is None:
             return None
         hint = hints[part]
     return hint

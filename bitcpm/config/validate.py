@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 
 from bitcpm.backends.capabilities import CAPABILITIES
-from bitcpm.config.derived import data_parallel_size, procs_per_node, world_size  # defined once, in derived
+from bitcpm.config.derived import data_parallel_size, world_size  # defined once, in derived
 from bitcpm.config.errors import ConfigError, parse_tokens  # re-exported: the public names
 from bitcpm.config.parallel import derive_layout
 from bitcpm.config.ranges import check_ranges
@@ -240,41 +240,19 @@ def check_data(cfg: JobConfig) -> None:
             _fail(f"data.sources[{i}].inputs is empty")
 
 
-def check_launcher_placement(cfg: JobConfig) -> None:
-    """Each launcher reaches the nodes and devices the job asks for."""
-    lc, device = cfg.launcher, cfg.hardware.device
-    if lc.name == "local" and lc.nodes != 1:
-        _fail(f"launcher.nodes={lc.nodes}: launcher=local runs on this machine (use launcher=slurm or launcher=ascend)")
-    if lc.name == "slurm" and device == "npu":
-        _fail("hardware.device=npu: use launcher=ascend (it sets the CANN/HCCL environment; scheduler=slurm submits)")
-    if lc.name != "ascend" or lc.scheduler != "none":
-        return
-    if lc.hosts and len(lc.hosts) != lc.nodes:
-        _fail(f"launcher.hosts lists {len(lc.hosts)} nodes but launcher.nodes={lc.nodes}")
-    if lc.rank_table:
-        per_node = procs_per_node(cfg)
-        if not lc.hosts:
-            _fail("launcher.rank_table=true needs launcher.hosts (node addresses in node-rank order)")
-        for node, host in enumerate(lc.hosts):
-            if node >= len(lc.device_ips) or len(lc.device_ips[node]) < per_node:
-                _fail(
-                    f"launcher.rank_table=true needs launcher.device_ips[{node}] ({host}): {per_node} NPU device IPs "
-                    "(one list per node, in launcher.hosts order)"
-                )
-
-
-def check_slurm_requeue(cfg: JobConfig) -> None:
-    """A Slurm job can be warned, checkpoint and requeue before its time limit."""
+def check_launcher(cfg: JobConfig) -> None:
+    """The launcher can place the job (by its capabilities), then its own rules (its schema's check)."""
     lc = cfg.launcher
-    if not (lc.name == "slurm" or (lc.name == "ascend" and lc.scheduler == "slurm")):
-        return
-    if not 0 < lc.signal_delay_s < lc.time_min * 60:
+    caps = lc.capabilities()
+    if lc.nodes != 1 and not caps.multi_node:
+        spanning = [name for name, schema in lc.schemas().items() if schema().capabilities().multi_node]
         _fail(
-            f"launcher.signal_delay_s={lc.signal_delay_s}: must be positive and below launcher.time_min*60="
-            f"{lc.time_min * 60} (it must cover one step plus a checkpoint)"
+            f"launcher.nodes={lc.nodes}: {lc.label()} runs on this machine "
+            f"(use {' or '.join(f'launcher={name}' for name in spanning)})"
         )
-    if "SIGUSR2" not in cfg.train.stop_signals:
-        _fail("Slurm warns a job with SIGUSR2 before its time limit: keep SIGUSR2 in train.stop_signals")
+    lc.check(cfg)
+    if caps.requeue and "SIGUSR2" not in cfg.train.stop_signals:
+        _fail(f"{lc.label()} warns a job with SIGUSR2 before its time limit: keep SIGUSR2 in train.stop_signals")
 
 
 RULES: tuple[Callable[[JobConfig], None], ...] = (
@@ -293,8 +271,7 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_schedule,
     check_stage_rewarmup,
     check_data,
-    check_launcher_placement,
-    check_slurm_requeue,
+    check_launcher,
 )
 
 

@@ -1,9 +1,12 @@
-"""Hands a study's members to their launchers: local trials in parallel slots, Slurm as one throttled array.
+"""Hands a study's members to their launchers by what each launcher can do (launchers/capabilities.py).
 
+Members go to the launcher all their stages share: one that runs trials itself (parallel_trials: local) gets
+them in parallel slots; one that batches (arrays, chains: Slurm) gets single jobs as one array and recipes as
+chains; any other launcher (and a member whose stages go to different launchers) gets one request at a time.
 Stages that several members share (same run directory: e.g. the full-precision stage every QAT trial starts
-from) run once, locally in a first wave before the members' own stages; they are written and tracked under
-the first member that has them. Returns each member's exit code (None: submitted to Slurm without waiting;
-the outcome is in launch/jobs.json).
+from) run once, in a first wave before the members' own stages, when trials run in slots; they are written
+and tracked under the first member that has them. Returns each member's exit code (None: submitted without
+waiting; for Slurm the outcome is in launch/jobs.json).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bitcpm.frontend.launch import WORKER_MODULE, prepare_run_dir
+from bitcpm.frontend.launch import WORKER_MODULE, common_launcher, prepare_run_dir, stages_wait
 from bitcpm.frontend.members import Member
 from bitcpm.training.signals import EXIT_PREEMPTED
 from launchers.request import LaunchRequest
@@ -45,35 +49,45 @@ def shared_prefix(member: Member, members: list[Member]) -> tuple[Path, ...]:
 
 
 def run_members(members: list[Member], total: int, stop_trial: StopTrial | None = None) -> dict[int, int | None]:
-    """Run every member; one failing does not stop the others. `stop_trial` watches local trials."""
-    from bitcpm.frontend.submission import on_slurm
-
+    """Run every member; one failing does not stop the others. `stop_trial` watches trials run in slots."""
     written: dict[Path, LaunchRequest] = {}
     requests = {m.index: _requests(m, written) for m in members}  # every run directory written before any start
-    local = [m for m in members if m.job.launcher.name == "local"]
-    slurm = [m for m in members if m not in local and all(on_slurm(s.job) for s in m.stages)]
-    other = [m for m in members if m not in local and m not in slurm]
+    in_slots: dict[int, list[Member]] = {}
+    batched: dict[int, tuple[Any, list[Member]]] = {}
+    one_by_one: list[Member] = []
+    for m in members:
+        launcher = common_launcher([s.job for s in m.stages])
+        caps = m.stages[0].job.launcher.capabilities()
+        if launcher is not None and caps.parallel_trials:
+            in_slots.setdefault(id(launcher), []).append(m)
+        elif launcher is not None and (caps.chains if m.is_pipeline else caps.arrays):
+            batched.setdefault(id(launcher), (launcher, []))[1].append(m)
+        else:
+            one_by_one.append(m)
     codes: dict[int, int | None] = {}
-    if local:
-        codes.update(_run_local(local, requests, total, stop_trial))
-    if slurm:
-        codes.update(_run_slurm(slurm, requests))
-    for m in other:  # e.g. Ascend per-node scripts: one after another
-        from launchers import get_launcher
-
-        code = 0
-        for req in requests[m.index]:
-            code = int(get_launcher(m.job.launcher.name).launch(req))
-            if code != 0:
-                break
-        codes[m.index] = code
+    for group in in_slots.values():  # first: these run to the end here; batches are submitted afterwards
+        codes.update(_run_local(group, requests, total, stop_trial))
+    for launcher, group in batched.values():
+        codes.update(_run_batched(launcher, group, requests))
+    for m in one_by_one:  # e.g. Ascend per-node scripts: one after another
+        codes[m.index] = _run_one_by_one(m, requests[m.index])
     return codes
+
+
+def _run_one_by_one(member: Member, requests: list[LaunchRequest]) -> int | None:
+    """Each stage through its own launcher, in order, stopping at the first failure."""
+    code = 0
+    for stage, req in zip(member.stages, requests, strict=True):
+        code = int(stage.job.launcher.implementation().launch(req))
+        if code != 0:
+            break
+    return code if stages_wait(member.stages) else None
 
 
 def _run_local(
     members: list[Member], requests: dict[int, list[LaunchRequest]], total: int, stop_trial: StopTrial | None = None
 ) -> dict[int, int | None]:
-    """Shared stages first (each once), then every member's own stages, in parallel slots."""
+    """Shared stages first (each once), then every member's own stages, in the launcher's parallel slots."""
     prefixes = {m.index: shared_prefix(m, members) for m in members}
     first_wave = sorted({p for p in prefixes.values() if p}, key=lambda p: [str(d) for d in p])
     by_dir = {r.run_dir: r for reqs in requests.values() for r in reqs}
@@ -107,7 +121,8 @@ def _run_wave(
     stop_when: Callable[[int, LaunchRequest], bool] | None = None,
 ) -> list[int]:
     """Run labelled trials (each a list of requests in order) in the slots the first member's launcher allows."""
-    from launchers.local import run_trials, trial_log, trial_slots
+    launcher = first.job.launcher.implementation()  # one with parallel_trials: launchers.local, or a plugged-in one
+    run_trials, trial_log, trial_slots = launcher.run_trials, launcher.trial_log, launcher.trial_slots
 
     if not items:
         return []
@@ -130,33 +145,25 @@ def _run_wave(
         )
         print(f"bitcpm: {items[k][0]} {state}", flush=True)
 
-    return run_trials(trials, slots, on_start, on_end, stop_when)
+    watch = {} if stop_when is None else {"stop_when": stop_when}  # only launchers that can stop a trial need it
+    return run_trials(trials, slots, on_start, on_end, **watch)
 
 
-def _run_slurm(members: list[Member], requests: dict[int, list[LaunchRequest]]) -> dict[int, int | None]:
-    """Single-job members as one array (launcher.max_parallel is its %N throttle), recipes as afterok chains."""
-    from launchers import slurm
-
+def _run_batched(
+    launcher: Any, members: list[Member], requests: dict[int, list[LaunchRequest]]
+) -> dict[int, int | None]:
+    """Single-job members as one array (launch_many; launcher.max_parallel is Slurm's %N), recipes as chains."""
     singles = [m for m in members if not m.is_pipeline]
-    wait = all(s.job.launcher.wait for m in members for s in m.stages)
     codes: dict[int, int | None] = {}
     if singles:
         flat = [requests[m.index][0] for m in singles]
-        code = slurm.launch_many(flat) if len(flat) > 1 else slurm.launch(flat[0])
+        wait = all(stages_wait(m.stages) for m in singles)
+        code = int(launcher.launch_many(flat) if len(flat) > 1 else launcher.launch(flat[0]))
         codes.update({m.index: (code if wait else None) for m in singles})
-        if wait and code != 0 and len(flat) > 1:
-            codes.update(_member_states(singles, flat))
+        if wait and code != 0 and len(flat) > 1 and hasattr(launcher, "request_codes"):  # which members failed
+            codes.update(zip([m.index for m in singles], launcher.request_codes(flat), strict=True))
     for m in members:
         if m.is_pipeline:
-            code = slurm.launch_chain(requests[m.index])
-            codes[m.index] = code if wait else None
+            code = int(launcher.launch_chain(requests[m.index]))
+            codes[m.index] = code if stages_wait(m.stages) else None
     return codes
-
-
-def _member_states(members: list[Member], requests: list[LaunchRequest]) -> dict[int, int | None]:
-    """Which array members failed: each one's Slurm state (sacct), from the job ids in launch/jobs.json."""
-    from launchers.slurm_state import query_states, read_records
-
-    last = {m.index: read_records(r.launch_dir)[-1] for m, r in zip(members, requests, strict=True)}
-    states = query_states([rec.job_id for rec in last.values()])
-    return {i: 0 if states[rec.job_id].state == "COMPLETED" else 1 for i, rec in last.items()}

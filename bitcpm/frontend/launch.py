@@ -1,15 +1,19 @@
 """Launching planned jobs: write the run directory, hand the request to the job's launcher; plain runs and recipes.
 
-A plain run (no -m) is one member: its job, or its recipe's stages in order (chained with afterok when every
-stage goes to Slurm). A recipe gets an MLflow run of its own whose children are the stages.
+A plain run (no -m) is one member: its job, or its recipe's stages in order (submitted at once as a chain when
+every stage goes to one launcher that chains, e.g. Slurm with afterok). A recipe gets an MLflow run of its own
+whose children are the stages. Launchers are reached through the job's launcher schema and chosen by their
+capabilities, never by name.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bitcpm.config.root import JobConfig
 from bitcpm.frontend.members import Member
+from bitcpm.frontend.pipeline import PipelineStage
 
 WORKER_MODULE = "bitcpm.worker"
 
@@ -31,15 +35,25 @@ def prepare_run_dir(job: JobConfig, overrides: list[str]) -> Path:
     return run_dir
 
 
+def common_launcher(jobs: list[JobConfig]) -> Any | None:
+    """The launcher every job goes to, or None when they go to different ones."""
+    launchers = [job.launcher.implementation() for job in jobs]
+    return launchers[0] if all(launcher is launchers[0] for launcher in launchers) else None
+
+
+def stages_wait(stages: list[PipelineStage]) -> bool:
+    """Whether launching these stages returns their outcome (else they are only submitted)."""
+    return all(stage.job.launcher.capabilities().waits for stage in stages)
+
+
 def launch_job(job: JobConfig, overrides: list[str]) -> int:
     """Start one planned job through its launcher (dry runs start nothing)."""
     if job.dry_run:
         return 0
     from bitcpm.frontend.submission import request_for
-    from launchers import get_launcher
 
     request = request_for(job, prepare_run_dir(job, overrides), WORKER_MODULE)
-    return int(get_launcher(job.launcher.name).launch(request))
+    return int(job.launcher.implementation().launch(request))
 
 
 def print_plans(members: list[Member]) -> None:
@@ -82,14 +96,14 @@ def run_recipe(member: Member, study_parent: str | None = None) -> int:
     """Run a recipe's stages in order under one MLflow pipeline run (a child of the study's run, if any)."""
     from bitcpm.frontend.pipeline import run_pipeline
     from bitcpm.frontend.pipeline_report import print_summary
-    from bitcpm.frontend.submission import on_slurm
     from bitcpm.frontend.tree import close_pipeline_run, open_pipeline_run
 
     stages = member.stages
     pipeline_run = open_pipeline_run(member, study_parent)
-    if all(on_slurm(stage.job) for stage in stages):
-        code = _submit_chain(member)  # Slurm holds each stage until the previous one succeeded (afterok)
-        if code != 0 or all(s.job.launcher.wait for s in stages):  # else the chain is still running
+    launcher = common_launcher([stage.job for stage in stages])
+    if launcher is not None and stages[0].job.launcher.capabilities().chains:
+        code = _submit_chain(launcher, member)  # e.g. Slurm holds each stage until the previous one succeeded
+        if code != 0 or stages_wait(stages):  # else the chain is still running
             close_pipeline_run(member, pipeline_run, failed=code != 0)
         return code
     code = run_pipeline(stages, launch_job)
@@ -99,10 +113,9 @@ def run_recipe(member: Member, study_parent: str | None = None) -> int:
     return code
 
 
-def _submit_chain(member: Member) -> int:
-    """Submit every pipeline stage now, as Slurm jobs chained by afterok dependencies."""
+def _submit_chain(launcher: Any, member: Member) -> int:
+    """Submit every pipeline stage now, each starting only after the previous one succeeded (launch_chain)."""
     from bitcpm.frontend.submission import request_for
-    from launchers.slurm import launch_chain
 
     requests = [request_for(s.job, prepare_run_dir(s.job, s.overrides), WORKER_MODULE) for s in member.stages]
-    return launch_chain(requests)
+    return int(launcher.launch_chain(requests))

@@ -46,12 +46,7 @@ def missing_extra(module: str, extra: str, needed_by: str) -> ConfigError | None
 def check_extras(job: JobConfig) -> None:
     """Optional packages the chosen launcher and tracking backend import are installed."""
     lc = job.launcher
-    on_slurm = lc.name == "slurm" or (lc.name == "ascend" and lc.scheduler == "slurm")
-    needs = []
-    if on_slurm and not job.dry_run:
-        needs.append(
-            ("submitit", "slurm", f"launcher={lc.name}" + (" (scheduler=slurm)" if lc.name == "ascend" else ""))
-        )
+    needs = [] if job.dry_run else [(module, extra, lc.label()) for module, extra in lc.packages()]
     if job.tracking.backend == "mlflow":
         needs.append(("mlflow", "mlflow", "tracking=mlflow"))
     for module, extra, needed_by in needs:

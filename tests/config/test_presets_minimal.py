@@ -53,12 +53,22 @@ def repeated_defaults(node: dict | None, schema: type, prefix: str = "") -> list
     return out
 
 
+def _schema_of(path: Path, schema: type) -> type:
+    """A variant group's preset is checked against the variant its defaults name (`- schema@_here_: slurm`)."""
+    if not hasattr(schema, "schemas"):
+        return schema
+    defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults", [])
+    chosen = [d["schema@_here_"] for d in defaults if isinstance(d, dict) and "schema@_here_" in d]
+    assert chosen, f"{path.name}: name its schema in its defaults (- schema@_here_: NAME)"
+    return schema.schemas()[chosen[0]]
+
+
 def _presets() -> list[tuple[Path, type]]:
     hints = typing.get_type_hints(JobConfig)
     out = [(p, CannConfig) for p in sorted((conf_dir() / "launcher" / "cann").glob("*.yaml"))]
     for group, schema in hints.items():
         if dataclasses.is_dataclass(schema) and (conf_dir() / group).is_dir():
-            out += [(p, schema) for p in sorted((conf_dir() / group).glob("*.yaml"))]
+            out += [(p, _schema_of(p, schema)) for p in sorted((conf_dir() / group).glob("*.yaml"))]
     return out
 
 

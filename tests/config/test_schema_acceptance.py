@@ -55,11 +55,11 @@ def _override(key: str, value: str) -> tuple[str, str]:
 
 
 def _cases():
-    for leaf in LEAVES:
-        yield pytest.param(leaf.key, _wrong_value(leaf.hint), id=f"{leaf.key}-type")
+    for leaf in LEAVES:  # a variant's key (launcher.partition) is set with its choice (launcher=slurm)
+        yield pytest.param(leaf.select, leaf.key, _wrong_value(leaf.hint), id=f"{leaf.key}-type")
         outside = _outside_value(leaf)
         if outside is not None:
-            yield pytest.param(leaf.key, outside, id=f"{leaf.key}-range")
+            yield pytest.param(leaf.select, leaf.key, outside, id=f"{leaf.key}-range")
 
 
 def test_every_leaf_declares_its_values() -> None:
@@ -68,19 +68,23 @@ def test_every_leaf_declares_its_values() -> None:
         leaf.key for leaf in LEAVES if strip_optional(leaf.hint) is not bool and not spec_of(leaf.owner, leaf.name)
     ]
     assert undeclared == []
-    stale = [(o.__name__, n) for o, d in SPECS.items() for n in d if n not in {f.name for f in dataclasses.fields(o)}]
+    tables = [*SPECS.items(), *((o, o.value_specs()) for o in {leaf.owner for leaf in LEAVES} if o not in SPECS)]
+    stale = [(o.__name__, n) for o, d in tables for n in d if n not in {f.name for f in dataclasses.fields(o)}]
     assert stale == []
+    assert {"launcher=slurm", "launcher=ascend"} <= {s for leaf in LEAVES for s in leaf.select}  # variants walked
 
 
-@pytest.mark.parametrize(("key", "value"), list(_cases()))
-def test_bad_leaf_stops_before_launch(key: str, value: str, tmp_path: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize(("select", "key", "value"), list(_cases()))
+def test_bad_leaf_stops_before_launch(
+    select: tuple[str, ...], key: str, value: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
     from bitcpm.train import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     override, named = _override(key, value)
     try:
-        code = main([override])
+        code = main([*select, override])
     except SystemExit as exc:  # Hydra-style exits count too
         code = exc.code
     err = capsys.readouterr().err.strip()
