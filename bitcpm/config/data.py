@@ -28,7 +28,7 @@ class DataConfig:
     sources: list[DataSourceConfig] = field(default_factory=lambda: [DataSourceConfig()])
     """Datasets of the mixture."""
     tokenizer: str = "builtin"
-    """'builtin' (the shipped 8k BPE) or a tokenizer directory (tokenizer.json or tokenizer.model)."""
+    """'builtin' (the shipped 8k BPE), 'builtin512' (512 tokens, for wind tunnels) or a tokenizer directory."""
     text_key: str = "text"
     """JSON field holding the document text."""
     valid_fraction: float = 0.02

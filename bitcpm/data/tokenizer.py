@@ -21,6 +21,10 @@ from typing import Any
 from bitcpm.data.sources import ASSETS_DIR, BUILTIN, iter_texts, resolve_input
 
 BUILTIN_TOKENIZER_DIR = ASSETS_DIR / "tokenizer"
+# The shipped tokenizers by name: the 8k BPE, and a 512-token BPE for wind-tunnel studies, where a large
+# vocabulary's embedding would hold most of a narrow model's parameters and hide the width rules. Both are
+# trained on the built-in corpus (`python -m bitcpm.data.tokenizer train --vocab-size N`).
+BUILTIN_TOKENIZERS = {BUILTIN: BUILTIN_TOKENIZER_DIR, "builtin512": ASSETS_DIR / "tokenizer512"}
 META_FILE = "bitcpm_tokenizer.json"
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 SPECIAL_TOKENS = (BOS, EOS, UNK, PAD)
@@ -141,9 +145,10 @@ def _special_token_names(directory: Path) -> tuple[str | None, str | None]:
 
 def resolve_tokenizer_dir(spec: str | Path) -> Path:
     """Directory holding the tokenizer named by `spec` (`builtin` or a path)."""
-    directory = BUILTIN_TOKENIZER_DIR if str(spec) == BUILTIN else Path(spec)
+    directory = BUILTIN_TOKENIZERS.get(str(spec), Path(spec))
     if not directory.is_dir():
-        raise ValueError(f"tokenizer not found: {directory} (pass 'builtin' or a tokenizer directory)")
+        names = ", ".join(f"'{n}'" for n in BUILTIN_TOKENIZERS)
+        raise ValueError(f"tokenizer not found: {directory} (pass {names} or a tokenizer directory)")
     if not any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
         raise ValueError(f"{directory} contains neither tokenizer.json nor tokenizer.model")
     return directory
@@ -163,7 +168,7 @@ def tokenizer_fingerprint(spec: str | Path) -> str:
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load `builtin`, a dir with tokenizer.json (HF fast), or a dir with a sentencepiece tokenizer.model."""
     directory = resolve_tokenizer_dir(path)
-    name = BUILTIN if str(path) == BUILTIN else directory.resolve().name
+    name = str(path) if str(path) in BUILTIN_TOKENIZERS else directory.resolve().name
     if (directory / "tokenizer.json").is_file():
         return HFTokenizer(directory, name)
     return TransformersTokenizer(directory, name)

@@ -1,4 +1,10 @@
-"""A study's trials as loss against lr per width: best and fitted optimum lr, the plot and the markdown table.
+"""A study's trials as loss against lr per width: mean and spread over seeds, fitted optimum lr with an interval,
+the slope of log2 lr* against log2 width with its interval, the plot and the markdown tables.
+
+Fits: each (width, lr) point is the mean over its seeds; the optimum is the vertex of a quadratic in log lr through
+the best mean and up to two grid neighbours each side (the grid's best when the parabola opens downwards). The
+intervals are a bootstrap over seeds: each replicate resamples every point's seeds with replacement and refits,
+and the interval is the replicates' 2.5-97.5 percentiles (none with one seed per point).
 
 What `python -m bitcpm.windtunnel report STUDY` draws and writes; report_command.py reads the runs from MLflow
 into these trials, and acceptance.py compares two studies' optima with them.
@@ -27,6 +33,7 @@ class Trial:
     parameterization: str
     quant: str
     stage: str
+    seed: int = 0
 
 
 def _quant_label(params: dict[str, str]) -> str:
@@ -52,6 +59,7 @@ def trial_of(run) -> Trial | None:
         p.get("model.parameterization", "mup"),
         _quant_label(p),
         p.get("stage.name", "pretrain"),
+        int(p.get("train.seed", "0")),
     )
 
 
@@ -87,13 +95,100 @@ def fitted_optimum(points: list[tuple[float, float]], span: int = 2) -> float | 
 
 
 def lr_curves(trials: list[Trial]) -> dict[tuple[str, int], list[tuple[float, float]]]:
-    """(series, width) -> sorted (lr, loss); a series is the parameterization, plus quant and stage when they vary."""
+    """(series, width) -> sorted (lr, mean loss over seeds); a series is the parameterization, plus quant and stage
+    when they vary."""
+    return {k: [(lr, _mean(losses)) for lr, losses in v.items()] for k, v in seed_curves(trials).items()}
+
+
+def seed_curves(trials: list[Trial]) -> dict[tuple[str, int], dict[float, list[float]]]:
+    """(series, width) -> lr -> the losses of its seeds (lrs in ascending order)."""
     several = len({(t.quant, t.stage) for t in trials}) > 1
-    curves: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
-    for t in trials:
+    curves: dict[tuple[str, int], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for t in sorted(trials, key=lambda t: (t.lr, t.seed)):
         series = f"{t.parameterization} {t.quant} {t.stage}" if several else t.parameterization
-        curves[(series, t.width)].append((t.lr, t.loss))
-    return {k: sorted(v) for k, v in sorted(curves.items())}
+        curves[(series, t.width)][t.lr].append(t.loss)
+    return {k: dict(sorted(v.items())) for k, v in sorted(curves.items())}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mu = _mean(values)
+    return math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
+
+
+BOOTSTRAP = 1000
+"""Bootstrap replicates behind every interval."""
+
+
+def optimum(points: list[tuple[float, float]]) -> float:
+    """The fitted optimum of (lr, mean loss) points, else the grid's best lr."""
+    fit = fitted_optimum(points)
+    return fit if fit is not None else min(points, key=lambda x: x[1])[0]
+
+
+def _resample(curve: dict[float, list[float]], rng) -> list[tuple[float, float]]:
+    return [(lr, float(rng.choice(losses, size=len(losses)).mean())) for lr, losses in curve.items()]
+
+
+def slope(widths: list[int], optima: list[float]) -> float:
+    """Least-squares slope of log2 lr* against log2 width (0: the optimum stays put; -1: it halves per doubling)."""
+    import numpy as np
+
+    return float(np.polyfit(np.log2(widths), np.log2(optima), 1)[0])
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A fitted value with its bootstrap interval (None without seed repeats)."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+    def text(self, fmt: str = ".3g") -> str:
+        """'v [lo, hi]', or 'v' without an interval."""
+        if self.low is None or self.high is None:
+            return f"{self.value:{fmt}}"
+        return f"{self.value:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+
+
+def series_fits(trials: list[Trial], seed: int = 0) -> dict[str, tuple[dict[int, Estimate], Estimate | None]]:
+    """series -> (width -> optimum lr with interval, slope of log2 lr* per doubling of width with interval)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    curves = seed_curves(trials)
+    out: dict[str, tuple[dict[int, Estimate], Estimate | None]] = {}
+    for series in sorted({s for s, _ in curves}):
+        widths = sorted(w for s, w in curves if s == series)
+        per_width = {w: curves[(series, w)] for w in widths}
+        point = {w: optimum([(lr, _mean(v)) for lr, v in c.items()]) for w, c in per_width.items()}
+        repeated = all(len(v) > 1 for c in per_width.values() for v in c.values())
+        samples: dict[int, list[float]] = {w: [] for w in widths}
+        slopes: list[float] = []
+        if repeated:
+            for _ in range(BOOTSTRAP):
+                drawn = {w: optimum(_resample(c, rng)) for w, c in per_width.items()}
+                for w, v in drawn.items():
+                    samples[w].append(v)
+                if len(widths) > 1:
+                    slopes.append(slope(widths, [drawn[w] for w in widths]))
+
+        def interval(values: list[float], value: float) -> Estimate:
+            if not values:
+                return Estimate(value)
+            low, high = np.percentile(values, [2.5, 97.5])
+            return Estimate(value, float(low), float(high))
+
+        optima = {w: interval(samples[w], point[w]) for w in widths}
+        fitted_slope = interval(slopes, slope(widths, [point[w] for w in widths])) if len(widths) > 1 else None
+        out[series] = (optima, fitted_slope)
+    return out
 
 
 def plot_transfer(trials: list[Trial], title: str, path: Path) -> Path:
@@ -103,19 +198,22 @@ def plot_transfer(trials: list[Trial], title: str, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = lr_curves(trials)
+    curves = seed_curves(trials)
     params = sorted({p for p, _ in curves})
     fig, axes = plt.subplots(1, len(params), figsize=(6 * len(params), 4.5), squeeze=False)
     for ax, par in zip(axes.flat, params, strict=True):
-        for (p, width), pts in curves.items():
+        for (p, width), by_lr in curves.items():
             if p != par:
                 continue
-            (line,) = ax.plot([lr for lr, _ in pts], [loss for _, loss in pts], marker="o", label=f"width {width}")
-            lr_best, loss_best = min(pts, key=lambda x: x[1])
+            lrs = list(by_lr)
+            means = [_mean(v) for v in by_lr.values()]
+            spread = [_std(v) for v in by_lr.values()]  # error bars: the seeds' standard deviation
+            line = ax.errorbar(lrs, means, yerr=spread, marker="o", capsize=3, label=f"width {width}").lines[0]
+            lr_best, loss_best = min(zip(lrs, means, strict=True), key=lambda x: x[1])
             ax.plot([lr_best], [loss_best], marker="*", markersize=14, color=line.get_color())
         ax.set(xscale="log", xlabel="base learning rate", ylabel="validation loss", title=par)
         # Tick the grid itself: a log axis labels its minor ticks too, and they overlap on a 2x grid.
-        grid = sorted({lr for (p, _), pts in curves.items() if p == par for lr, _ in pts})
+        grid = sorted({lr for (p, _), by_lr in curves.items() if p == par for lr in by_lr})
         ax.minorticks_off()
         ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
         ax.legend()
@@ -140,13 +238,30 @@ def markdown(study: str, trials: list[Trial], skipped: int) -> str:
     ]
     lines += ["## Best learning rate per width", ""]
     rows = []
-    for (par, width), pts in lr_curves(trials).items():
-        lr_best, loss_best = min(pts, key=lambda x: x[1])
-        fit = fitted_optimum(pts)
-        fit_text = f"{fit:.3g}" if fit is not None else "n/a"
-        rows.append([par, str(width), f"{lr_best:.3g}", f"{loss_best:.4f}", fit_text, str(len(pts))])
-    lines += _table(["series", "width", "best lr", "loss", "fitted optimum lr", "lrs tried"], rows)
-    lines += ["", "Fitted optimum: a quadratic in log lr through the best point and two grid neighbours each side.", ""]
+    fits = series_fits(trials)
+    for (par, width), by_lr in seed_curves(trials).items():
+        means = {lr: _mean(v) for lr, v in by_lr.items()}
+        lr_best = min(means, key=means.__getitem__)
+        seeds = max(len(v) for v in by_lr.values())
+        loss = f"{means[lr_best]:.4f}" + (f" ± {_std(by_lr[lr_best]):.4f}" if seeds > 1 else "")
+        edge = " (grid edge)" if lr_best in (min(means), max(means)) else ""
+        fit = fits[par][0][width].text() if fitted_optimum(list(means.items())) is not None else "n/a"
+        rows.append([par, str(width), f"{lr_best:.3g}{edge}", loss, fit, str(len(by_lr)), str(seeds)])
+    lines += _table(["series", "width", "best lr", "loss", "fitted optimum lr", "lrs tried", "seeds"], rows)
+    lines += [
+        "",
+        "Loss: mean over seeds ± their standard deviation. Fitted optimum: a quadratic in log lr through the best",
+        "mean and two grid neighbours each side, with a 95% bootstrap interval over seeds.",
+        "",
+        "## How the optimum moves with width",
+        "",
+    ]
+    rows = [[par, s.text(".2f")] for par, (_, s) in fits.items() if s is not None]
+    if rows:
+        lines += _table(["series", "slope of log2 lr* per doubling of width"], rows)
+        lines += ["", "0: the optimal lr stays put (muP's promise); -1: it halves with every doubling of width.", ""]
+    else:
+        lines += ["One width only: no slope.", ""]
     groups = best_by(trials, lambda t: t.quant)
     lines += ["## Group size", ""]
     if len(groups) > 1:

@@ -78,7 +78,8 @@ def test_every_member_of_every_shipped_study_composes_and_validates(name: str) -
 
 def test_lr_width_derives_the_shape_from_the_width() -> None:
     job = compose_job(CommandLine(), ["sweep=lr_width", "model.hidden_size=512"])
-    assert (job.model.intermediate_size, job.model.num_attention_heads, job.quant.method) == (1536, 16, "none")
+    assert (job.model.intermediate_size, job.model.num_attention_heads, job.quant.method) == (1536, 32, "none")
+    assert (job.model.vocab_size, job.data.tokenizer, job.model.dim_model_base) == (512, "builtin512", 32)
     sp = compose_job(CommandLine(), ["sweep=lr_width_sp", "model.hidden_size=512"])
     assert (sp.model.parameterization, sp.model.intermediate_size) == ("sp", 1536)
     assert job.model.parameterization == "mup"

@@ -1,4 +1,5 @@
-"""The lr x width acceptance's verdict on hand-made studies: the grid check decides, fitted optima only inform."""
+"""The lr x width acceptance's verdict on hand-made studies: each side's slope of log2 lr* against log2 width,
+with its interval, against the criteria fixed in acceptance.py."""
 
 from __future__ import annotations
 
@@ -6,49 +7,49 @@ import math
 
 import pytest
 
-from bitcpm.windtunnel.acceptance import LRS, best_lr_index, fitted_optima, verdict
+from bitcpm.windtunnel.acceptance import MUP_MAX_ABS_SLOPE, SP_MAX_SLOPE, verdict
 from bitcpm.windtunnel.lr_curves import Trial
 
 pytestmark = pytest.mark.quick
 
-
-def _study(parameterization: str, optimum_per_width: dict[int, float]) -> list[Trial]:
-    """Parabolic loss curves in log lr with the given optimum per width."""
-    return [
-        Trial(f"{w}-{lr}", w, lr, 3.0 + 0.2 * (math.log(lr) - math.log(opt)) ** 2, parameterization, "none", "pretrain")
-        for w, opt in optimum_per_width.items()
-        for lr in LRS
-    ]
+LRS = [1.25e-3 * 2**i for i in range(7)]
+WIDTHS = (32, 64, 128, 256)
 
 
-def _verdict(mup: dict[int, float], sp: dict[int, float]) -> list[str]:
-    studies = {"mup": _study("mup", mup), "sp": _study("sp", sp)}
-    idx = {p: best_lr_index(t, LRS) for p, t in studies.items()}
-    return verdict(idx, LRS, {p: fitted_optima(t) for p, t in studies.items()})
+def _study(parameterization: str, slope: float, lrs: list[float] = LRS) -> list[Trial]:
+    """Parabolic loss curves in log lr whose optimum moves by 2**slope per doubling of width; 3 noisy seeds."""
+    out = []
+    for k, w in enumerate(WIDTHS):
+        opt = 1e-2 * 2 ** (slope * k)
+        for i, lr in enumerate(lrs):
+            for seed in range(3):
+                loss = 3.0 + 0.2 * (math.log(lr) - math.log(opt)) ** 2 + 0.003 * math.sin(3.1 * i + 1.3 * seed + w)
+                out.append(Trial(f"{w}-{lr}-{seed}", w, lr, loss, parameterization, "none", "pretrain", seed))
+    return out
 
 
 def test_transfer_shown_when_mup_stays_and_sp_moves() -> None:
-    lines = _verdict({64: 1e-2, 128: 1e-2, 512: 1.1e-2}, {64: 4e-2, 128: 2e-2, 512: 5e-3})
-    assert lines[-1] == "acceptance: muP keeps the optimal lr across widths; sp moves it."
-    assert "mup: best lr spans 0 grid point(s) across widths (expected <= 1): yes" in lines
-    assert "sp: best lr spans 3 grid point(s) across widths (expected >= 2): yes" in lines
-    assert lines[3].split() == ["512", "0.01", "0.005", "0.011", "0.005"]  # width, best lrs, fitted optima
+    lines, passed = verdict({"mup": _study("mup", 0.0), "sp": _study("sp", -0.8)})
+    assert passed and lines[-1] == "acceptance: muP keeps the optimal lr across widths; sp moves it."
+    mup_line = next(line for line in lines if line.startswith("mup: slope"))
+    assert "[" in mup_line and mup_line.endswith("yes")  # the slope comes with its interval
+    assert len([line for line in lines if line[:6].strip().isdigit()]) == len(WIDTHS)
 
 
 @pytest.mark.parametrize(
-    ("mup", "sp", "failing"),
+    ("mup_slope", "sp_slope", "failing"),
     [
-        ({64: 5e-3, 128: 1e-2, 512: 2e-2}, {64: 4e-2, 128: 2e-2, 512: 5e-3}, "mup: best lr spans 2"),
-        ({64: 1e-2, 128: 1e-2, 512: 1e-2}, {64: 1e-2, 128: 5e-3, 512: 5e-3}, "sp: best lr spans 1"),
+        (MUP_MAX_ABS_SLOPE + 0.25, -0.8, "mup: slope"),
+        (-(MUP_MAX_ABS_SLOPE + 0.25), -0.8, "mup: slope"),
+        (0.0, SP_MAX_SLOPE + 0.3, "sp: slope"),
     ],
 )
-def test_either_side_failing_is_said_with_its_numbers(mup, sp, failing: str) -> None:
-    lines = _verdict(mup, sp)
-    assert lines[-1].startswith("acceptance: this scale does not show")
+def test_either_side_failing_is_said_with_its_numbers(mup_slope: float, sp_slope: float, failing: str) -> None:
+    lines, passed = verdict({"mup": _study("mup", mup_slope), "sp": _study("sp", sp_slope)})
+    assert not passed and lines[-1].startswith("acceptance: this scale does not show")
     assert any(line.startswith(failing) and line.endswith("NO") for line in lines)
 
 
-def test_fitted_optima_are_context_in_grid_steps() -> None:
-    lines = _verdict({64: 1e-2, 128: 1e-2, 512: 2e-2}, {64: 4e-2, 128: 2e-2, 512: 1e-2})
-    assert "mup: fitted optima span 1.00 grid steps (context only, not the check)" in lines
-    assert "sp: fitted optima span 2.00 grid steps (context only, not the check)" in lines
+def test_an_optimum_outside_the_grid_is_named() -> None:
+    lines, _ = verdict({"mup": _study("mup", 0.0, LRS[3:]), "sp": _study("sp", -0.8)})
+    assert any(line.startswith("mup: width 32: the best lr") and "grid's edge" in line for line in lines)
