@@ -130,21 +130,22 @@ def append_metrics(path: Path, metrics: Mapping[str, float | None], step: int) -
 
 def read_metric_lines(path: Path, start: int, end: int, limit: int | None = None) -> list[tuple[int, Record | None]]:
     """metrics.jsonl lines between byte offsets: (the offset after the line, the line or None if unusable)."""
-    try:
-        with path.open("rb") as source:
-            source.seek(start)
-            data = source.read(max(end - start, 0))
-    except FileNotFoundError:
-        return []
     lines: list[tuple[int, Record | None]] = []
-    for raw in data.splitlines(keepends=True)[:limit]:
-        start += len(raw)
-        try:
-            line = json.loads(raw)
-        except ValueError:  # torn by a crash mid-write
-            line = None
-        usable = isinstance(line, dict) and isinstance(line.get("step"), int) and TIMESTAMP_KEY in line
-        lines.append((start, line if usable else None))
+    if not path.exists():
+        return lines
+    with path.open("rb") as source:
+        source.seek(start)
+        while start < end and (limit is None or len(lines) < limit):
+            raw = source.readline(end - start)
+            if not raw:  # the file is shorter than `end`
+                break
+            start += len(raw)
+            try:
+                line = json.loads(raw)
+            except ValueError:  # torn by a crash mid-write
+                line = None
+            usable = isinstance(line, dict) and isinstance(line.get("step"), int) and TIMESTAMP_KEY in line
+            lines.append((start, line if usable else None))
     return lines
 
 
