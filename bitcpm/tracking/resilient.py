@@ -236,7 +236,9 @@ class ResilientTracker(Tracker):
                 log.info("replayed %d record(s) from %s into their own run", count, self._foreign)
                 self._foreign = None
             assert self._target is not None
-            self._spool.send(self._target, self._end, self._abandoned.is_set)
+            # Records first: each may go only after the metrics logged before it (the end of the run last of all).
+            records = len(self._spool.records)
+            self._spool.send(self._target, self._end, records, self._abandoned.is_set)
         except Exception as exc:
             self._go_offline(exc)
             return

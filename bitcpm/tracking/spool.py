@@ -241,11 +241,15 @@ class Spool:
             os.fsync(out.fileno())
         os.replace(tmp, self.path)  # a crash leaves the old file or the new one, never half of one
 
-    def send(self, target: ReplayTarget, end: int, should_stop: Callable[[], bool] = lambda: False) -> int:
-        """Send the metrics owed up to byte `end` of metrics.jsonl, then the records; returns how many went.
+    def send(
+        self, target: ReplayTarget, end: int, records: int | None = None, should_stop: Callable[[], bool] = bool
+    ) -> int:
+        """Send the metrics owed up to byte `end` of metrics.jsonl, then the first `records` records (all if None).
 
-        Progress is noted here as it goes (saving it is the caller's business); a transient error is raised. What
-        the server refuses for good goes to the .rejected file beside the spool, so it cannot hold back the rest.
+        Returns how many went. A record may only follow the metrics logged before it, so a caller whose run is
+        still logging counts its records before it reads `end`. Progress is noted here as it goes (saving it is the
+        caller's business); a transient error is raised. What the server refuses for good goes to the .rejected
+        file beside the spool, so it cannot hold back the rest.
         """
         count = 0
         while self.metrics_sent is not None and self.metrics_sent < end and not should_stop():
@@ -263,7 +267,9 @@ class Spool:
             # An empty read: the file is shorter than it was (removed by hand); nothing more can be sent.
             self.metrics_sent = lines[-1][0] if lines else end
             count += len(good)
-        while self.records and not should_stop():
+        for _ in range(len(self.records) if records is None else records):
+            if should_stop():
+                break
             self._try(lambda: _send_record(target, self.records[0]), self.records[0])
             self.records.pop(0)
             count += 1

@@ -73,9 +73,13 @@ class FakeRun:
         self.artifacts: list[str] = []
         self.status = "RUNNING"
         self.opened = 1
+        # Like MlflowTracker: a closed run takes nothing more until it is opened or attached again.
+        self.closed = False
 
     def log_metric_points(self, points: Iterable[MetricPoint]) -> None:
         points = list(points)
+        if self.closed:
+            raise RuntimeError(f"MLflow run {self.run_id} is already closed")
         self.server.request()
         if any("bad" in metrics for metrics, _, _ in points):
             raise Refused("INVALID_PARAMETER_VALUE: metric 'bad' rejected")
@@ -99,6 +103,7 @@ class FakeRun:
     def close(self, status: str = "FINISHED") -> None:
         self.server.request()
         self.status = status
+        self.closed = True
 
     def steps(self, key: str = "loss") -> list[int]:
         return [step for k, _, step, _ in self.metrics if k == key]
@@ -118,13 +123,14 @@ class FakeOpener:
             run = self.server.runs.get(spec.resume_run_id)
             if run is None:
                 raise ValueError(f"cannot resume MLflow run {spec.resume_run_id!r}: not found")
-            run.status = "RUNNING"
+            run.status, run.closed = "RUNNING", False
             run.opened += 1
             run.tags.update(spec.tags)
             return run
         if retry:
             for run in self.server.runs.values():
                 if run.open_id == spec.open_id:
+                    run.closed = False
                     return run
         run = FakeRun(self.server, uuid.uuid4().hex, spec)
         self.server.runs[run.run_id] = run
@@ -134,7 +140,9 @@ class FakeOpener:
         return run
 
     def attach_run(self, run_id: str) -> FakeRun:
-        return self.server.runs[run_id]
+        run = self.server.runs[run_id]
+        run.closed = False
+        return run
 
 
 @pytest.fixture
@@ -258,6 +266,23 @@ def test_transient_failures_lose_and_duplicate_nothing(open_resilient, server, s
     assert [v for k, v, _, _ in run.metrics if k == "loss"] == [float(s) for s in range(1, 31)]
     assert len([m for m in said() if "warning" in m]) == 1
     assert run.status == "FINISHED"
+
+
+def test_the_end_of_the_run_waits_for_the_metrics_logged_before_it(open_resilient, server):
+    tracker = open_resilient()
+    run = server.runs[tracker.run_id]
+    hang = server.hang = threading.Event()
+    tracker.log_metrics({"loss": 1.0}, 1)
+    wait_for(lambda: server.requests == 2)  # step 1 is on its way (after the run's creation)
+    tracker.log_metrics({"loss": 2.0}, 2)
+    tracker.set_tags({"phase": "end"})
+    closing = threading.Thread(target=tracker.close)
+    closing.start()
+    time.sleep(0.1)  # close() has queued the end of the run behind step 2 and the tags
+    server.hang = None
+    hang.set()
+    closing.join()
+    assert run.steps() == [1, 2] and run.tags["phase"] == "end" and run.status == "FINISHED"
 
 
 def test_close_while_down_keeps_spool_and_next_start_replays_it(open_resilient, server, said, tmp_path):
