@@ -13,10 +13,10 @@ a full HTTP timeout per call, and even a healthy but busy server adds its latenc
 keeps every log call in the microseconds in all of these.
 
 Ordering and exactly-once delivery: metrics go in file order with the timestamps they were logged at, the other
-records in the order they were logged, the end of the run last. What was sent is noted only once the server
-accepted it, so a request whose reply was lost may be sent again; MLflow's SQL stores drop a metric identical in
-key, value, step and timestamp, tags and text artifacts overwrite, and run creation looks up the run an earlier
-attempt made, so a replay never duplicates anything.
+records in the order they were logged, each after the metrics logged before it (so the end of the run comes last).
+What was sent is noted only once the server accepted it, so a request whose reply was lost may be sent again;
+MLflow's SQL stores drop a metric identical in key, value, step and timestamp, tags and text artifacts overwrite,
+and run creation looks up the run an earlier attempt made, so a replay never duplicates anything.
 
 What a hard kill (SIGKILL, out of memory) can still lose: what the thread had not sent or spooled yet, normally
 nothing, as it does either within milliseconds. Metrics are in metrics.jsonl from the moment log_metrics returns.

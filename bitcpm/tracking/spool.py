@@ -242,7 +242,11 @@ class Spool:
         os.replace(tmp, self.path)  # a crash leaves the old file or the new one, never half of one
 
     def send(
-        self, target: ReplayTarget, end: int, records: int | None = None, should_stop: Callable[[], bool] = bool
+        self,
+        target: ReplayTarget,
+        end: int,
+        records: int | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> int:
         """Send the metrics owed up to byte `end` of metrics.jsonl, then the first `records` records (all if None).
 
