@@ -367,8 +367,8 @@ def test_pinned_run_is_resumed_when_the_checkpoint_has_no_id(open_resilient, ser
     run_id = first.run_id
     first.log_metrics({"loss": 1.0}, 1)
     wait_for(lambda: server.runs[run_id].steps() == [1])
-    # Crash: no close. The checkpoint was written before the run existed, so it has no run id.
-    assert spool_lines(spool)[0]["run_id"] == run_id
+    # Crash (no close) once all was sent: the spool keeps the run's id, as the checkpoint predates the run.
+    wait_for(lambda: spool_lines(spool) == [{"bitcpm_spool": 1, "run_id": run_id, "start": None, "pinned": True}])
     second = open_resilient(resume_run_id=None)
     assert second.run_id == run_id and len(server.runs) == 1
     second.close()
