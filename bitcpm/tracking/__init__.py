@@ -53,8 +53,9 @@ def open_tracker(
     """Open a run: `params` may be nested (it is flattened); tags layer default_tags < cfg.tags < `tags`.
 
     With `spool_path` (mlflow backend), the run survives tracking-server outages: log calls never
-    block, records the server cannot take wait in that jsonl file and are replayed when it answers
-    again, or by the next open_tracker given the same file (see bitcpm.tracking.resilient).
+    block, every metric is also appended to metrics.jsonl beside that file (so the caller need not
+    write it), and what the server cannot take yet is sent when it answers again, or by the next
+    open_tracker given the same spool (see bitcpm.tracking.resilient).
     """
     if cfg.backend == "none":
         return NullTracker()
@@ -86,16 +87,17 @@ def open_tracker(
 
 
 def replay_spool(cfg: TrackingSettings, spool_path: Path, run_id: str | None = None) -> int:
-    """Send what a spool file holds to the tracking server now; returns the number of records handled.
+    """Send what a spool file owes to the tracking server now; returns the number of records and metric lines sent.
 
-    The records go to `run_id`, else to the run the spool names, else to a run created from the
-    spooled start request. Raises if the server is still unreachable; the file keeps what was not
-    sent. open_tracker(..., spool_path=...) does this by itself; this is for spools left behind.
+    They go to `run_id`, else to the run the spool names, else to a run created from the spooled
+    start request; the metrics owed are read from metrics.jsonl beside the spool. Raises if the
+    server is still unreachable; the file keeps what was not sent. open_tracker(..., spool_path=...)
+    does this by itself; this is for spools left behind.
     """
     if cfg.backend != "mlflow":
         raise ValueError(f"spools are replayed into MLflow; tracking backend is {cfg.backend!r}")
     from bitcpm.tracking.mlflow_tracker import MlflowRunOpener, use_fast_fail_http
-    from bitcpm.tracking.replay import replay_spool_file
+    from bitcpm.tracking.spool import replay_spool_file
 
     use_fast_fail_http()
     return replay_spool_file(

@@ -26,6 +26,8 @@ class Tracker(abc.ABC):
     """One experiment-tracking run: metrics, params, tags and artifacts."""
 
     run_id: str | None = None
+    # The metrics.jsonl this tracker itself appends every logged metric to (a resilient MLflow run's), if any.
+    metrics_path: Path | None = None
 
     def __init__(self) -> None:
         self._closed = False

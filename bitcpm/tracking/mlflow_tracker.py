@@ -34,7 +34,7 @@ OPEN_ID_TAG = "bitcpm.open_id"
 
 # MLflow's HTTP defaults (7 retries with exponential backoff, 120 s timeout) stall a caller for about
 # four minutes per request while a server is down (measured: 247 s against a closed port). With a
-# spool behind the tracker, failing in milliseconds is better: the spool's loop does the retrying,
+# spool behind the tracker, failing in milliseconds is better: its sender thread does the retrying,
 # every few seconds, and all its requests are safe to repeat. No urllib3 retries at all: each one
 # would also log a "Retrying ..." warning wherever logging is configured.
 FAST_FAIL_HTTP_ENV = {
@@ -127,10 +127,9 @@ class MlflowTracker(Tracker):
         ):
             self.client.log_batch(self.run_id, tags=batch)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int, *, timestamp_ms: int | None = None) -> None:
-        """Log metrics at `step` (stamped now unless given); None values (e.g. a skipped grad norm) are left out."""
-        timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-        self.log_metric_points([(metrics, step, timestamp)])
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log metrics at `step`, stamped now; None values (e.g. a skipped grad norm) are left out."""
+        self.log_metric_points([(metrics, step, int(time.time() * 1000))])
 
     def log_metric_points(self, points: Iterable[MetricPoint]) -> None:
         """Log metrics of many steps with their own timestamps in as few requests as MLflow's limits allow."""
@@ -194,11 +193,6 @@ def _find_opened_run(client: MlflowClient, experiment_id: str, open_id: str) -> 
     return runs[0].info.run_id if runs else None
 
 
-def attach_mlflow_run(uri: str, run_id: str) -> MlflowTracker:
-    """Tracker on an existing run that changes nothing on attach (for replaying records into it)."""
-    return MlflowTracker(open_client(uri), run_id)
-
-
 def start_mlflow_run(
     *,
     uri: str,
@@ -260,4 +254,4 @@ class MlflowRunOpener:
 
     def attach_run(self, run_id: str) -> MlflowTracker:
         """Tracker on an existing run, without touching its status, params or tags."""
-        return attach_mlflow_run(self.uri, run_id)
+        return MlflowTracker(open_client(self.uri), run_id)

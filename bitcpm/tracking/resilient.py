@@ -1,135 +1,107 @@
-"""A tracker that keeps training going through tracking-server outages: spool locally, replay later.
+"""A tracker that keeps training going through tracking-server outages and loses nothing.
 
-Log calls only stamp the record and put it on a bounded queue; one background thread talks to the
-server. Why a thread rather than trying synchronously and spooling on failure: a fast-failing client
-returns in milliseconds only when the server's port is closed; a server that hangs, or a host whose
-packets are dropped, costs a full HTTP timeout per call, and even a healthy but busy server adds its
-latency to the training step. The thread keeps every log call in the microseconds in all of these.
+log_metrics appends the metrics, with their step and the time, to RUN_DIR/metrics.jsonl (the run's local copy of
+every metric) and returns; tags, texts, artifacts and the end of the run wait in memory. One background thread
+sends the file's new lines and those records to the server. While the server cannot be reached the metrics simply
+stay in metrics.jsonl: the spool beside it (bitcpm.tracking.spool) notes from which byte on they are owed, and keeps
+the other records and, before the run exists, how to create it. The thread retries every few seconds and a few
+times at close; whatever is still owed then is sent by the next start with the same spool, or by replay_spool.
 
-Ordering and exactly-once delivery: records carry a sequence number and, for metrics, the step and
-the timestamp they were logged at. Records reach the server in sequence order; the spool is cut only
-after a record was accepted. A request whose reply was lost may be sent twice; MLflow's SQL stores
-drop a metric identical in key, value, step and timestamp, tags and text artifacts overwrite, and run
-creation looks up the run an earlier attempt made, so a replay never duplicates anything.
+Why a thread rather than trying synchronously and spooling on failure: a fast-failing client returns in
+milliseconds only when the server's port is closed; a server that hangs, or a host whose packets are dropped, costs
+a full HTTP timeout per call, and even a healthy but busy server adds its latency to the training step. The thread
+keeps every log call in the microseconds in all of these.
 
-What a hard kill (SIGKILL, out of memory) can still lose: records in the in-memory queue, normally
-none, as the thread empties it within milliseconds (into the spool while offline).
+Ordering and exactly-once delivery: metrics go in file order with the timestamps they were logged at, the other
+records in the order they were logged, each after the metrics logged before it (so the end of the run comes last).
+What was sent is noted only once the server accepted it, so a request whose reply was lost may be sent again;
+MLflow's SQL stores drop a metric identical in key, value, step and timestamp, tags and text artifacts overwrite,
+and run creation looks up the run an earlier attempt made, so a replay never duplicates anything.
+
+What a hard kill (SIGKILL, out of memory) can still lose: what the thread had not sent or spooled yet, normally
+nothing, as it does either within milliseconds. Metrics are in metrics.jsonl from the moment log_metrics returns.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from bitcpm.tracking.base import Tracker
-from bitcpm.tracking.replay import (
+from bitcpm.tracking.spool import (
+    Record,
     ReplayTarget,
     RunOpener,
-    apply_records,
+    RunSpec,
+    Spool,
+    append_metrics,
     describe,
     is_permanent,
-    keep_rejected,
-    print_stderr,
-    replay_records,
+    read_metric_lines,
     replay_spool_file,
+    say,
 )
-from bitcpm.tracking.spool import Record, RunSpec, Spool
 
 log = logging.getLogger(__name__)
 
+# Read at each use, so tests can shorten them.
 RETRY_INTERVAL_S = 5.0
 # How long open_tracker waits for the first contact before training goes on offline.
 START_TIMEOUT_S = 15.0
 CLOSE_TIMEOUT_S = 30.0
-# At close, while the server still fails: this many tries this far apart (within CLOSE_TIMEOUT_S).
+# At close, while the server still fails: this many tries, at most this far apart (within CLOSE_TIMEOUT_S).
 CLOSE_ATTEMPTS = 3
 CLOSE_RETRY_PAUSE_S = 1.0
-MAX_QUEUED = 10_000
-MAX_SPOOL_BURST = 1000
-_WAKE = object()
-
-
-class StartError(RuntimeError):
-    """Internal: the server answered at start but refused the run; its refusal is the __cause__."""
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class ResilientTracker(Tracker):
-    """Tracker whose log calls never block on the server; see the module docstring."""
+    """Tracker whose log calls never wait for the server; see the module docstring."""
 
-    def __init__(
-        self,
-        opener: RunOpener,
-        spec: RunSpec,
-        spool_path: Path,
-        *,
-        retry_interval_s: float | None = None,
-        start_timeout_s: float | None = None,
-        close_timeout_s: float | None = None,
-        max_queued: int = MAX_QUEUED,
-        say: Callable[[str], None] = print_stderr,
-    ) -> None:
-        """Open the run (waiting at most start_timeout_s for the server) and start the sender thread.
+    def __init__(self, opener: RunOpener, spec: RunSpec, spool_path: Path) -> None:
+        """Open the run (waiting at most START_TIMEOUT_S for the server) and start the sender thread.
 
-        Timings left at None take the module's RETRY_INTERVAL_S, START_TIMEOUT_S and CLOSE_TIMEOUT_S
-        as they are at this call (tests shorten them).
-
-        Leftovers of an earlier session in `spool_path` are replayed first: into the run they name
-        when that is the run being resumed (or nothing is being resumed), else set aside and replayed
-        into their own run. Raises the server's refusal (e.g. ValueError for an unknown resume id) when
-        it answers at start but will not open the run the caller asked for.
+        Leftovers of an earlier session in `spool_path` are sent first: into the run they name when that is the run
+        being resumed (or nothing is being resumed), else set aside and replayed into their own run. Raises the
+        server's refusal (e.g. ValueError for an unknown resume id) when it answers at start but will not open the
+        run the caller asked for.
         """
         super().__init__()
         self._opener = opener
-        self._say = say
-        self._retry_interval_s = RETRY_INTERVAL_S if retry_interval_s is None else retry_interval_s
-        self._close_timeout_s = CLOSE_TIMEOUT_S if close_timeout_s is None else close_timeout_s
         self._spool = Spool.load(spool_path)
+        self.metrics_path = self._spool.metrics_path
+        self._end = self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
         self._foreign = self._set_aside_foreign(spec.resume_run_id)
+        leftover = self._spool
         # The run this session continues: the caller's, else the one the leftovers belong to.
-        leftover_resume = self._spool.start.resume_run_id if self._spool.start else None
-        target_id = spec.resume_run_id or self._spool.run_id or leftover_resume
+        target_id = spec.resume_run_id or leftover.run_id or (leftover.start.resume_run_id if leftover.start else None)
         self._adopted = target_id is not None and target_id != spec.resume_run_id
         self._spec = replace(spec, resume_run_id=target_id)
-        # A leftover end-of-run would end the run this session is about to continue.
-        self._spool.discard(r["seq"] for r in self._spool.records if r["kind"] == "finish")
-        self._seq = itertools.count(self._spool.next_seq())
-        self._queue: queue.Queue[Any] = queue.Queue(max_queued)
+        # A leftover end of run would end the run this session is about to continue.
+        leftover.records = [r for r in leftover.records if r["kind"] != "finish"]
+        # Nothing owed: this session's lines start at the end. Owed beyond the end: the file shrank (edited by hand).
+        leftover.metrics_sent = min(self._end if leftover.metrics_sent is None else leftover.metrics_sent, self._end)
+        self._spooled = leftover.path.exists()  # the file holds a backlog, to clear once it is sent
         self._target: ReplayTarget | None = None
         self._open_attempts = 0
-        self._online = False
-        self._warned = False
-        self._recovered_said = False
-        self._sender_failed = False
+        self._online = self._warned = self._recovered_said = self._sender_failed = self._unsaved = False
         self._next_try = 0.0
-        self._inflight: Record | None = None
         self._start_error: BaseException | None = None
-        # Guards the hand-over at start: a refusal is raised by __init__ only if it has not returned yet.
-        self._handoff = threading.Lock()
         self._returned = False
-        self._started = threading.Event()
-        self._stop = threading.Event()
-        self._abandoned = threading.Event()
+        # Orders the sender's spool writes against close() taking over, and the refusal hand-over at start.
+        self._lock = threading.Lock()
+        self._started, self._stop, self._abandoned, self._wake = (threading.Event() for _ in range(4))
         self._thread = threading.Thread(target=self._work, name="bitcpm-tracking-sender", daemon=True)
         self._thread.start()
-        self._started.wait(START_TIMEOUT_S if start_timeout_s is None else start_timeout_s)
-        with self._handoff:
+        self._started.wait(START_TIMEOUT_S)
+        with self._lock:
             self._returned = True
-            error = self._start_error
-        if error is not None:
+        if self._start_error is not None:
             self._thread.join()
-            raise error
+            raise self._start_error
 
     # --- public API ----------------------------------------------------------------------------------
 
@@ -139,286 +111,202 @@ class ResilientTracker(Tracker):
         target = self._target
         return target.run_id if target is not None else None
 
-    @property
-    def spool_path(self) -> Path:
-        """Where records wait while the server is unreachable."""
-        return self._spool.path
-
-    @property
-    def online(self) -> bool:
-        """Whether the last exchange with the server succeeded and nothing waits in the spool."""
-        return self._online and not self._spool.pending
-
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Queue metrics stamped with `step` and the current time; None values are left out."""
+        """Append metrics at `step`, stamped now, to metrics.jsonl (None values left out); the sender sends them."""
         self._ensure_open()
-        values = {str(k): float(v) for k, v in metrics.items() if v is not None}
-        self._enqueue({"kind": "metrics", "step": int(step), "ts": _now_ms(), "metrics": values})
+        self._end = append_metrics(self.metrics_path, metrics, step)
+        self._wake.set()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Queue tags."""
-        self._ensure_open()
-        self._enqueue({"kind": "tags", "tags": {str(k): str(v) for k, v in tags.items()}})
+        self._add({"kind": "tags", "tags": {str(k): str(v) for k, v in tags.items()}})
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        """Queue a text artifact (its content is spooled, so later edits of a source do not matter)."""
-        self._ensure_open()
-        self._enqueue({"kind": "text", "text": str(text), "artifact_file": str(artifact_file)})
+        """Queue a text artifact (its content is kept, so later edits of a source do not matter)."""
+        self._add({"kind": "text", "text": str(text), "artifact_file": str(artifact_file)})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Queue an upload of a file or directory; the spool keeps its path, not a copy of it."""
-        self._ensure_open()
         path = Path(path).resolve()
         if not path.exists():
             raise FileNotFoundError(f"artifact to log does not exist: {path}")
-        self._enqueue({"kind": "artifact", "path": str(path), "artifact_path": artifact_path})
+        self._add({"kind": "artifact", "path": str(path), "artifact_path": artifact_path})
 
     def _ensure_open(self) -> None:
         if self.closed:
             raise RuntimeError(f"tracking run {self.run_id} is already closed")
 
+    def _add(self, record: Record) -> None:
+        self._ensure_open()
+        self._spool.records.append(record)
+        self._unsaved = True
+        self._wake.set()
+
     def _finish(self, status: str) -> None:
-        """Flush within close_timeout_s, try a last replay, and say where the spool is if it remains."""
-        self._enqueue({"kind": "finish", "status": status})
+        """Flush within CLOSE_TIMEOUT_S, trying a few times, and say where the spool is if something is still owed."""
+        self._add({"kind": "finish", "status": status})
         self._stop.set()
-        self._wake()
-        self._thread.join(self._close_timeout_s)
-        if self._thread.is_alive():
-            # The sender is stuck in a request; whatever it has not handed over goes to the spool.
+        self._wake.set()
+        self._thread.join(CLOSE_TIMEOUT_S)
+        with self._lock:
+            # From here on a sender still stuck in a request leaves the spool alone; its send may still land,
+            # and sending it again next time is harmless (see the module docstring).
             self._abandoned.set()
-        self._drain_to_spool()
-        left = self._spool.records
-        if self._spool.pending:
-            run = self.run_id or "(not created yet)"
-            self._say(
+            owed = self._owed()
+            if self._target is None:  # still creating it (a hung server): say how, as going offline would
+                self._spool.start = self._spec
+            self._spool.pinned = self._spool.pinned and owed
+            self._spool.save(backlog=owed)
+        if owed:
+            sent = self._spool.metrics_sent or 0
+            left = len(self._spool.records) + len(read_metric_lines(self.metrics_path, sent, self._end))
+            say(
                 f"bitcpm: warning: MLflow at {self._opener.uri} still unreachable at close; "
-                f"{len(left)} record(s) kept in {self._spool.path}; the next start with this spool "
-                f"replays them into run {run}"
+                f"{left} record(s) kept in {self._spool.path}; the next start with this spool "
+                f"replays them into run {self.run_id or '(not created yet)'}"
             )
-        elif self._spool.pinned:
-            self._spool.set_header(run_id=self._spool.run_id, start=None, pinned=False)
-
-    # --- queue -------------------------------------------------------------------------------------
-
-    def _enqueue(self, record: Record) -> None:
-        record["seq"] = next(self._seq)
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            # The sender is stuck in a slow request: keep the caller non-blocking and lose nothing.
-            log.warning("tracking queue full; spooling to %s directly", self._spool.path)
-            try:
-                self._drain_to_spool(record)
-            except OSError as exc:  # tracking must never stop training; metrics.jsonl still has them
-                self._say(f"bitcpm: warning: cannot write tracking spool {self._spool.path} ({exc}); records lost")
-
-    def _wake(self) -> None:
-        # A full queue wakes the sender anyway.
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(_WAKE)
-
-    def _drain_to_spool(self, *extra: Record) -> None:
-        records = self._take_queued(limit=None)
-        inflight = self._inflight
-        if inflight is not None and self._abandoned.is_set():
-            # Its send may still succeed; a second copy is dropped by the server as a duplicate.
-            records.append(inflight)
-        self._spool.append([*records, *extra])
 
     # --- sender thread -------------------------------------------------------------------------------
 
-    def _pending(self) -> bool:
-        return self._target is None or bool(self._spool.records) or self._foreign is not None
-
-    def _wait_s(self) -> float | None:
-        if not self._pending():
-            return None
-        if self._online:
-            return 0.0
-        return max(self._next_try - time.monotonic(), 0.0)
+    def _owed(self) -> bool:
+        """Whether the server lacks anything of this session (the run itself, records or metrics)."""
+        return self._target is None or bool(self._spool.records) or (self._spool.metrics_sent or 0) < self._end
 
     def _work(self) -> None:
-        try:
-            self._first_contact()
-        except Exception as exc:
-            self._sender_error(exc)
-        finally:
-            self._started.set()
+        self._first_contact()
         while not self._abandoned.is_set():
             try:
-                if self._step():
+                if self._serve():
                     return
             except Exception as exc:
                 self._sender_error(exc)
 
-    def _step(self) -> bool:
-        """Handle one queued record and retry if due; True once close() has been served."""
-        try:
-            item = self._queue.get(timeout=self._wait_s())
-        except queue.Empty:
-            item = None
-        if item is not None and item is not _WAKE:
-            self._handle(item)
-        if self._stop.is_set() and self._queue.empty():
-            self._last_attempts()
-            return True
-        if self._wait_s() == 0.0:
+    def _serve(self) -> bool:
+        """One round: send, or while offline and no retry is due keep the spool current; True once close is served."""
+        self._wake.clear()  # before reading what to send: a log call from now on wakes the next round
+        stopping = self._stop.is_set()
+        if stopping or self._online or time.monotonic() >= self._next_try:
             self._attempt()
+        elif self._unsaved:
+            self._persist()
+        if stopping:
+            for _ in range(CLOSE_ATTEMPTS - 1):  # a flaky server should not leave a spool behind
+                if self._abandoned.is_set() or not (self._owed() or self._foreign):
+                    break
+                time.sleep(min(RETRY_INTERVAL_S, CLOSE_RETRY_PAUSE_S))
+                self._attempt()
+            return True
+        self._wake.wait(None if self._online else max(self._next_try - time.monotonic(), 0.0))
         return False
 
     def _sender_error(self, exc: BaseException) -> None:
         """Keep the sender alive through local failures (e.g. a full disk under the spool)."""
         if not self._sender_failed:
             self._sender_failed = True
-            self._say(f"bitcpm: warning: tracking sender error ({describe(exc)}); records may be lost; continuing")
+            say(f"bitcpm: warning: tracking sender error ({describe(exc)}); records may be lost; continuing")
         log.warning("tracking sender error", exc_info=exc)
         self._online = False
-        self._next_try = time.monotonic() + self._retry_interval_s
-        time.sleep(min(self._retry_interval_s, CLOSE_RETRY_PAUSE_S))
-
-    def _last_attempts(self) -> None:
-        """The last tries close() promises: a few quick ones, so a flaky server does not leave a spool."""
-        pause = min(self._retry_interval_s, CLOSE_RETRY_PAUSE_S)
-        for attempt in range(CLOSE_ATTEMPTS):
-            if not self._pending() or self._abandoned.is_set():
-                return
-            if attempt:
-                time.sleep(pause)
-            self._attempt()
+        self._next_try = time.monotonic() + RETRY_INTERVAL_S
+        time.sleep(min(RETRY_INTERVAL_S, CLOSE_RETRY_PAUSE_S))
 
     def _first_contact(self) -> None:
-        """Open the run before __init__ returns if the server answers in time; leftovers are replayed later."""
+        """Open the run before __init__ returns if the server answers in time; leftovers are sent afterwards."""
         try:
-            self._open(initial=True)
+            self._open()
             self._online = True
-        except StartError as exc:
-            with self._handoff:
-                if not self._returned:
-                    # The caller gets the server's own refusal (e.g. ValueError: cannot resume run ...).
-                    self._start_error = exc.__cause__ or exc
-                    self._started.set()
-                    self._abandoned.set()  # ends the loop: this tracker is never handed out
-                    return
-            self._go_offline(exc)
         except Exception as exc:
-            self._go_offline(exc)
-
-    def _handle(self, record: Record) -> None:
-        """Send a live record, or spool it when the server is down or older records still wait."""
-        if self._target is not None and self._online and not self._spool.records:
-            self._inflight = record
-            try:
-                apply_records(self._target, [record])
-                return
-            except Exception as exc:
-                if is_permanent(exc):
-                    self._reject(record, exc)
-                    return
+            with self._lock:
+                # The caller gets the server's own refusal (e.g. ValueError: cannot resume run ...).
+                refused = is_permanent(exc) and not self._returned
+                if refused:
+                    self._start_error = exc
+                    self._abandoned.set()  # ends the loop: this tracker is never handed out
+            if not refused:
                 self._go_offline(exc)
-            finally:
-                self._inflight = None
-        # Whatever else is queued goes along: one fsync for a burst instead of one per record.
-        self._spool.append([record, *self._take_queued()])
-
-    def _take_queued(self, limit: int | None = MAX_SPOOL_BURST) -> list[Record]:
-        """Records waiting in the queue (wake-ups dropped), at most `limit` (None: all of them)."""
-        records: list[Record] = []
-        while limit is None or len(records) < limit:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _WAKE:
-                records.append(item)
-        return records
+        finally:
+            self._started.set()
 
     def _attempt(self) -> None:
-        """Open the run if needed, then replay set-aside and spooled records; go offline on failure."""
+        """Open the run if needed, then send set-aside leftovers and everything owed; go offline on failure."""
         try:
             if self._target is None:
-                self._open(initial=False)
+                self._open()
             if self._foreign is not None:
-                self._replay_foreign()
-            self._replay()
+                count = replay_spool_file(self._opener, self._foreign)
+                log.info("replayed %d record(s) from %s into their own run", count, self._foreign)
+                self._foreign = None
+            assert self._target is not None
+            # Records first: each may go only after the metrics logged before it (the end of the run last of all).
+            records = len(self._spool.records)
+            self._spool.send(self._target, self._end, records, self._abandoned.is_set)
         except Exception as exc:
             self._go_offline(exc)
             return
         if self._warned and not self._recovered_said:
             self._recovered_said = True
-            self._say(f"bitcpm: MLflow at {self._opener.uri} reachable again; spooled records replayed")
+            say(f"bitcpm: MLflow at {self._opener.uri} reachable again; spooled records replayed")
         self._online = True
+        if self._spooled:
+            self._persist(backlog=False)
 
-    def _open(self, initial: bool) -> None:
-        retry = self._open_attempts > 0
+    def _open(self) -> None:
+        retry = self._open_attempts > 0  # an earlier attempt may have created the run before its reply was lost
         self._open_attempts += 1
         try:
             target = self._opener.open_run(self._spec, retry=retry)
         except Exception as exc:
-            if not is_permanent(exc):
+            if not (self._adopted and is_permanent(exc)):
                 raise
-            if self._spec.resume_run_id and self._adopted:
-                # The spool named a run the server no longer has; its records go into a new run.
-                self._say(
-                    f"bitcpm: warning: cannot resume MLflow run {self._spec.resume_run_id} named in "
-                    f"{self._spool.path} ({describe(exc)}); starting a new run"
-                )
-                self._spec = replace(self._spec, resume_run_id=None)
-                self._adopted = False
-                target = self._opener.open_run(self._spec, retry=retry)
-            elif initial:
-                raise StartError(str(exc)) from exc
-            else:
-                raise
+            # The spool named a run the server no longer has; its records go into a new run.
+            say(
+                f"bitcpm: warning: cannot resume MLflow run {self._spec.resume_run_id} named in "
+                f"{self._spool.path} ({describe(exc)}); starting a new run"
+            )
+            self._spec = replace(self._spec, resume_run_id=None)
+            self._adopted = False
+            target = self._opener.open_run(self._spec, retry=retry)
+        with self._lock:
+            # A run created after open_tracker returned is unknown to the caller's checkpoint: pin its id.
+            self._spool.pinned = self._returned or self._spool.pinned
         self._target = target
-        # A run created after open_tracker returned is unknown to the caller's checkpoint: pin its id.
-        with self._handoff:
-            pinned = self._returned or self._spool.pinned
-        self._spool.set_header(run_id=target.run_id, start=None, pinned=pinned)
+        self._spool.run_id, self._spool.start = target.run_id, None
+        if self._spool.pinned or self._spooled:
+            self._persist()
 
-    def _replay(self) -> None:
-        records = self._spool.records
-        if not records:
-            return
-        assert self._target is not None
-        started = time.monotonic()
-        handled, error = replay_records(self._target, records, self._reject, self._abandoned.is_set)
-        self._spool.discard(handled)
-        if handled:
-            log.info("replayed %d spooled record(s) in %.2f s", len(handled), time.monotonic() - started)
-        if error is not None:
-            raise error
-
-    def _replay_foreign(self) -> None:
-        assert self._foreign is not None
-        count = replay_spool_file(self._opener, self._foreign, say=self._say)
-        log.info("replayed %d record(s) from %s into their own run", count, self._foreign)
-        self._foreign = None
+    def _persist(self, backlog: bool = True) -> None:
+        """Write the spool from the sender, unless close() has taken over."""
+        with self._lock:
+            if self._abandoned.is_set():
+                return
+            self._unsaved = False
+            self._spool.save(backlog)
+            self._spooled = backlog
 
     def _set_aside_foreign(self, resume_run_id: str | None) -> Path | None:
-        """Move leftovers of a run other than the one being resumed to their own file."""
-        start = self._spool.start
-        other = self._spool.run_id or (start.resume_run_id if start is not None else None)
-        if not (other and resume_run_id and other != resume_run_id and self._spool.pending):
+        """Move leftovers of a run other than the one being resumed to their own file, to be replayed there."""
+        spool = self._spool
+        other = spool.run_id or (spool.start.resume_run_id if spool.start is not None else None)
+        if not (other and resume_run_id and other != resume_run_id and spool.owed):
             return None
-        path = self._spool.path
-        aside = path.with_name(f"{path.stem}.{other}{path.suffix}")
-        self._spool.set_aside(aside)
-        self._say(f"bitcpm: warning: {path} held records of MLflow run {other}; moved to {aside} to replay there")
+        aside = spool.path.with_name(f"{spool.path.stem}.{other}{spool.path.suffix}")
+        # Their metrics end where this session's begin.
+        replace(spool, path=aside, metrics_end=self._end).save()
+        spool.path.unlink()
+        self._spool = Spool(spool.path)
+        say(f"bitcpm: warning: {spool.path} held records of MLflow run {other}; moved to {aside} to replay there")
         return aside
 
     def _go_offline(self, exc: BaseException) -> None:
         self._online = False
-        self._next_try = time.monotonic() + self._retry_interval_s
-        if self._target is None and self._spool.start is not self._spec:
+        self._next_try = time.monotonic() + RETRY_INTERVAL_S
+        if self._target is None:
             # No run yet: the spool must say how to create it, for this session or the next.
-            self._spool.set_header(run_id=None, start=self._spec, pinned=False)
+            self._spool.start = self._spec
+        self._persist()
         if not self._warned:
             self._warned = True
-            self._say(
+            say(
                 f"bitcpm: warning: MLflow at {self._opener.uri} unreachable ({describe(exc)}); "
                 f"spooling metrics to {self._spool.path} and retrying"
             )
         log.debug("tracking server unreachable", exc_info=exc)
-
-    def _reject(self, record: Record, exc: BaseException) -> None:
-        keep_rejected(self._spool.path, record, exc, self._say)

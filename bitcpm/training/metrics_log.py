@@ -1,4 +1,8 @@
-"""A local copy of every logged metric (RUN_DIR/metrics.jsonl): readable without MLflow, and exact."""
+"""A local copy of every logged metric (RUN_DIR/metrics.jsonl): readable without MLflow, and exact.
+
+One JSON object per logging call: {"step": n, "timestamp_ms": t, "<metric>": value, ...}. With MLflow tracking the
+tracker writes the file itself and sends MLflow its lines (bitcpm.tracking.spool.append_metrics is the one writer).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,18 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from bitcpm.tracking.spool import append_metrics
+
 
 class MetricsLog:
-    """Appends one JSON object per logging call: {"step": n, "<metric>": value, ...}."""
+    """Appends one line per logging call, for runs whose tracker does not write metrics.jsonl itself."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def append(self, metrics: Mapping[str, float], step: int) -> None:
-        """Record metrics of a step (flushed at once so a killed run keeps what it logged)."""
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+        """Record metrics of a step (written at once so a killed run keeps what it logged)."""
+        append_metrics(self.path, metrics, step)
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

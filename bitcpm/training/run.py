@@ -57,7 +57,7 @@ def _open_tracking(s: Session, run_dir: Path):
             "mlflow.source.name": "bitcpm.train",
         },
         resume_run_id=s.mlflow_run_id,
-        # Metrics the server cannot take (outage) wait here and are replayed, now or on the next start.
+        # What the server cannot take (outage) is noted here and sent later, now or on the next start.
         spool_path=run_dir / "mlflow_spool.jsonl",
     )
     s.tracker = tracker
@@ -105,7 +105,9 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
 
     job, info = s.job, s.info
     total = s.schedule.total_steps
-    record = Recorder(tracker, MetricsLog(s.run_dir / "metrics.jsonl") if info.is_main else None)
+    # A tracker that keeps metrics.jsonl itself (MLflow, sent from there after an outage) must not get a second copy.
+    own_log = info.is_main and tracker.metrics_path is None
+    record = Recorder(tracker, MetricsLog(s.run_dir / "metrics.jsonl") if own_log else None)
     monitor = SystemMonitor.for_rank(job.hardware.device, info.rank, info.local_rank)
     tracker.set_tags(monitor.collect_tags())
     entropies = s.data.valid_unigram_entropy()

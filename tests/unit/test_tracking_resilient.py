@@ -11,13 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from bitcpm.tracking.replay import describe, is_permanent, replay_spool_file
+from bitcpm.tracking import resilient
 from bitcpm.tracking.resilient import ResilientTracker
-from bitcpm.tracking.spool import MetricPoint, RunSpec, Spool, rejected_path
+from bitcpm.tracking.spool import (
+    MetricPoint,
+    RunSpec,
+    Spool,
+    append_metrics,
+    describe,
+    is_permanent,
+    read_metric_lines,
+    rejected_path,
+    replay_spool_file,
+)
 
 pytestmark = pytest.mark.quick
-
-FAST = {"retry_interval_s": 0.05, "start_timeout_s": 2.0, "close_timeout_s": 5.0}
 
 
 class Refused(Exception):
@@ -65,9 +73,13 @@ class FakeRun:
         self.artifacts: list[str] = []
         self.status = "RUNNING"
         self.opened = 1
+        # Like MlflowTracker: a closed run takes nothing more until it is opened or attached again.
+        self.closed = False
 
     def log_metric_points(self, points: Iterable[MetricPoint]) -> None:
         points = list(points)
+        if self.closed:
+            raise RuntimeError(f"MLflow run {self.run_id} is already closed")
         self.server.request()
         if any("bad" in metrics for metrics, _, _ in points):
             raise Refused("INVALID_PARAMETER_VALUE: metric 'bad' rejected")
@@ -91,6 +103,7 @@ class FakeRun:
     def close(self, status: str = "FINISHED") -> None:
         self.server.request()
         self.status = status
+        self.closed = True
 
     def steps(self, key: str = "loss") -> list[int]:
         return [step for k, _, step, _ in self.metrics if k == key]
@@ -110,13 +123,14 @@ class FakeOpener:
             run = self.server.runs.get(spec.resume_run_id)
             if run is None:
                 raise ValueError(f"cannot resume MLflow run {spec.resume_run_id!r}: not found")
-            run.status = "RUNNING"
+            run.status, run.closed = "RUNNING", False
             run.opened += 1
             run.tags.update(spec.tags)
             return run
         if retry:
             for run in self.server.runs.values():
                 if run.open_id == spec.open_id:
+                    run.closed = False
                     return run
         run = FakeRun(self.server, uuid.uuid4().hex, spec)
         self.server.runs[run.run_id] = run
@@ -126,7 +140,9 @@ class FakeOpener:
         return run
 
     def attach_run(self, run_id: str) -> FakeRun:
-        return self.server.runs[run_id]
+        run = self.server.runs[run_id]
+        run.closed = False
+        return run
 
 
 @pytest.fixture
@@ -135,16 +151,26 @@ def server() -> FakeServer:
 
 
 @pytest.fixture
-def said() -> list[str]:
-    return []
+def said(capsys) -> Callable[[], list[str]]:
+    """The tracking warnings printed so far (they go to stderr, also from the sender thread)."""
+    lines: list[str] = []
+
+    def read() -> list[str]:
+        lines.extend(capsys.readouterr().err.splitlines())
+        return lines
+
+    return read
 
 
 @pytest.fixture
-def open_resilient(server, said, tmp_path) -> Callable[..., ResilientTracker]:
-    def make(resume_run_id: str | None = None, spool: Path | None = None, **kwargs) -> ResilientTracker:
+def open_resilient(server, tmp_path, monkeypatch) -> Callable[..., ResilientTracker]:
+    monkeypatch.setattr(resilient, "RETRY_INTERVAL_S", 0.05)
+    monkeypatch.setattr(resilient, "START_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(resilient, "CLOSE_TIMEOUT_S", 5.0)
+
+    def make(resume_run_id: str | None = None, spool: Path | None = None) -> ResilientTracker:
         spec = RunSpec(run_name="r", params={"lr": "0.1"}, tags={"stage": "s1"}, resume_run_id=resume_run_id)
-        options = {**FAST, **kwargs}
-        return ResilientTracker(FakeOpener(server), spec, spool or tmp_path / "spool.jsonl", say=said.append, **options)
+        return ResilientTracker(FakeOpener(server), spec, spool or tmp_path / "spool.jsonl")
 
     return make
 
@@ -158,6 +184,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def spool_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def owed_steps(spool: Path) -> list[int]:
+    """Steps of the metrics.jsonl lines the spool says the server still lacks."""
+    sent = spool_lines(spool)[0]["metrics_sent"]
+    metrics = spool.with_name("metrics.jsonl")
+    return [line["step"] for _, line in read_metric_lines(metrics, sent, metrics.stat().st_size)]
 
 
 def timed_log(tracker: ResilientTracker, step: int) -> float:
@@ -177,7 +210,8 @@ def test_online_run_passes_through_without_spool(open_resilient, server, said, t
     tracker.close("KILLED")
     assert run.steps() == [1, 2, 3] and run.tags["phase"] == "x" and run.texts == {"config.yaml": "a: 1\n"}
     assert run.status == "KILLED"
-    assert said == [] and not (tmp_path / "spool.jsonl").exists()
+    assert said() == [] and not (tmp_path / "spool.jsonl").exists()
+    assert [line["step"] for line in spool_lines(tracker.metrics_path)] == [1, 2, 3]  # every metric, also locally
     with pytest.raises(RuntimeError, match="already closed"):
         tracker.log_metrics({"loss": 0.0}, 9)
 
@@ -194,18 +228,20 @@ def test_outage_spools_then_replays_in_order_with_original_timestamps(open_resil
     tracker.set_tags({"phase": "during-outage"})
     tracker.log_text("notes", "notes.txt")
     assert max(latencies) < 0.05
-    wait_for(lambda: spool.exists() and len(spool_lines(spool)) == 1 + 7)
+    # Only what metrics.jsonl cannot hold is spooled: the metrics are owed from an offset of that file on.
+    wait_for(lambda: spool.exists() and len(spool_lines(spool)) == 1 + 2)
     lines = spool_lines(spool)
     assert lines[0]["run_id"] == run.run_id and lines[0]["start"] is None
-    assert [r["step"] for r in lines[1:6]] == [6, 7, 8, 9, 10]
-    spooled_ts = {r["step"]: r["ts"] for r in lines[1:6]}
-    assert len(said) == 1
-    assert said[0] == (
+    assert [r["kind"] for r in lines[1:]] == ["tags", "text"]
+    assert owed_steps(spool) == [6, 7, 8, 9, 10]
+    spooled_ts = {line["step"]: line["timestamp_ms"] for line in spool_lines(tracker.metrics_path)[5:]}
+    assert len(said()) == 1
+    assert said()[0] == (
         "bitcpm: warning: MLflow at http://fake:5000 unreachable ([Errno 111] Connection refused); "
         f"spooling metrics to {spool} and retrying"
     )
     time.sleep(0.2)  # several retry intervals pass while down: still one warning
-    assert len(said) == 1
+    assert len(said()) == 1
     server.down = False
     wait_for(lambda: not spool.exists())
     tracker.log_metrics({"loss": 1 / 11}, 11)
@@ -214,7 +250,7 @@ def test_outage_spools_then_replays_in_order_with_original_timestamps(open_resil
     assert {step: ts for _, _, step, ts in run.metrics if step in spooled_ts} == spooled_ts
     assert run.tags["phase"] == "during-outage" and run.texts["notes.txt"] == "notes"
     assert run.status == "FINISHED"
-    assert said[1:] == ["bitcpm: MLflow at http://fake:5000 reachable again; spooled records replayed"]
+    assert said()[1:] == ["bitcpm: MLflow at http://fake:5000 reachable again; spooled records replayed"]
 
 
 def test_transient_failures_lose_and_duplicate_nothing(open_resilient, server, said):
@@ -228,8 +264,25 @@ def test_transient_failures_lose_and_duplicate_nothing(open_resilient, server, s
     tracker.close()
     assert run.steps() == list(range(1, 31))
     assert [v for k, v, _, _ in run.metrics if k == "loss"] == [float(s) for s in range(1, 31)]
-    assert len([m for m in said if "warning" in m]) == 1
+    assert len([m for m in said() if "warning" in m]) == 1
     assert run.status == "FINISHED"
+
+
+def test_the_end_of_the_run_waits_for_the_metrics_logged_before_it(open_resilient, server):
+    tracker = open_resilient()
+    run = server.runs[tracker.run_id]
+    hang = server.hang = threading.Event()
+    tracker.log_metrics({"loss": 1.0}, 1)
+    wait_for(lambda: server.requests == 2)  # step 1 is on its way (after the run's creation)
+    tracker.log_metrics({"loss": 2.0}, 2)
+    tracker.set_tags({"phase": "end"})
+    closing = threading.Thread(target=tracker.close)
+    closing.start()
+    time.sleep(0.1)  # close() has queued the end of the run behind step 2 and the tags
+    server.hang = None
+    hang.set()
+    closing.join()
+    assert run.steps() == [1, 2] and run.tags["phase"] == "end" and run.status == "FINISHED"
 
 
 def test_close_while_down_keeps_spool_and_next_start_replays_it(open_resilient, server, said, tmp_path):
@@ -245,9 +298,8 @@ def test_close_while_down_keeps_spool_and_next_start_replays_it(open_resilient, 
     first.close("KILLED")
     assert time.monotonic() - start < 1.0  # refused connections fail fast; no waiting for the timeout
     assert run.status == "RUNNING" and run.steps() == [1]
-    kinds = [r.get("kind") for r in spool_lines(spool)[1:]]
-    assert kinds == ["metrics", "metrics", "finish"]
-    assert said[-1] == (
+    assert [r["kind"] for r in spool_lines(spool)[1:]] == ["finish"] and owed_steps(spool) == [2, 3]
+    assert said()[-1] == (
         "bitcpm: warning: MLflow at http://fake:5000 still unreachable at close; 3 record(s) kept in "
         f"{spool}; the next start with this spool replays them into run {run.run_id}"
     )
@@ -272,12 +324,12 @@ def test_down_at_start_spools_the_run_and_creates_it_later(open_resilient, serve
     for step in (1, 2):
         assert timed_log(tracker, step) < 0.05
     tracker.log_text("cfg", "config.yaml")
-    wait_for(lambda: spool.exists() and len(spool_lines(spool)) == 4)
+    wait_for(lambda: spool.exists() and len(spool_lines(spool)) == 2)
     header = spool_lines(spool)[0]
-    assert header["run_id"] is None
+    assert header["run_id"] is None and owed_steps(spool) == [1, 2]
     assert header["start"]["run_name"] == "r" and header["start"]["params"] == {"lr": "0.1"}
     assert header["start"]["tags"] == {"stage": "s1"}
-    assert len(said) == 1 and "unreachable" in said[0]
+    assert len(said()) == 1 and "unreachable" in said()[0]
     server.down = False
     wait_for(lambda: tracker.run_id is not None)
     run = server.runs[tracker.run_id]
@@ -297,7 +349,7 @@ def test_down_for_a_whole_session_then_adopted_by_the_next(open_resilient, serve
     first.log_metrics({"loss": 1.0}, 1)
     first.close("FAILED")
     assert spool_lines(spool)[0]["start"]["run_name"] == "r"
-    assert "replays them into run (not created yet)" in said[-1]
+    assert "replays them into run (not created yet)" in said()[-1]
     server.down = False
     second = open_resilient()  # no run id in the checkpoint: the spool is adopted by the new run
     run = server.runs[second.run_id]
@@ -315,8 +367,8 @@ def test_pinned_run_is_resumed_when_the_checkpoint_has_no_id(open_resilient, ser
     run_id = first.run_id
     first.log_metrics({"loss": 1.0}, 1)
     wait_for(lambda: server.runs[run_id].steps() == [1])
-    # Crash: no close. The checkpoint was written before the run existed, so it has no run id.
-    assert spool_lines(spool)[0]["run_id"] == run_id
+    # Crash (no close) once all was sent: the spool keeps the run's id, as the checkpoint predates the run.
+    wait_for(lambda: spool_lines(spool) == [{"bitcpm_spool": 1, "run_id": run_id, "start": None, "pinned": True}])
     second = open_resilient(resume_run_id=None)
     assert second.run_id == run_id and len(server.runs) == 1
     second.close()
@@ -335,7 +387,7 @@ def test_leftovers_of_another_run_are_replayed_into_that_run(open_resilient, ser
     # A checkpoint names a different run than the leftovers do.
     new = open_resilient(resume_run_id=other.run_id)
     aside = tmp_path / f"spool.{old_run.run_id}.jsonl"
-    assert any(str(aside) in line for line in said)
+    assert any(str(aside) in line for line in said())
     wait_for(lambda: old_run.status == "KILLED" and not aside.exists())
     assert old_run.steps() == [1]
     new.close()
@@ -383,7 +435,7 @@ def test_refused_records_are_kept_aside_and_do_not_block(open_resilient, server,
     tracker.log_metrics({"loss": 1.0}, 1)
     tracker.log_metrics({"bad": 1.0}, 2)
     tracker.log_metrics({"loss": 3.0}, 3)
-    wait_for(lambda: spool.exists() and len(spool_lines(spool)) == 4)
+    wait_for(lambda: spool.exists())
     server.down = False
     tracker.log_metrics({"bad": 4.0}, 4)  # refused live too
     tracker.close()
@@ -393,8 +445,8 @@ def test_refused_records_are_kept_aside_and_do_not_block(open_resilient, server,
     assert not spool.exists() and run.status == "FINISHED"
 
 
-def test_full_queue_spills_to_spool_without_blocking_or_reordering(open_resilient, server, tmp_path):
-    tracker = open_resilient(max_queued=3)
+def test_hung_server_neither_blocks_nor_reorders(open_resilient, server, tmp_path):
+    tracker = open_resilient()
     run = server.runs[tracker.run_id]
     server.hang = threading.Event()  # the server accepts connections but never answers
     latencies = [timed_log(tracker, step) for step in range(1, 21)]
@@ -405,9 +457,10 @@ def test_full_queue_spills_to_spool_without_blocking_or_reordering(open_resilien
     assert run.steps() == list(range(1, 21))
 
 
-def test_close_gives_up_on_a_hung_server_within_its_timeout(open_resilient, server, said, tmp_path):
+def test_close_gives_up_on_a_hung_server_within_its_timeout(open_resilient, server, said, tmp_path, monkeypatch):
     spool = tmp_path / "spool.jsonl"
-    tracker = open_resilient(close_timeout_s=0.3)
+    tracker = open_resilient()
+    monkeypatch.setattr(resilient, "CLOSE_TIMEOUT_S", 0.3)
     run = server.runs[tracker.run_id]
     hang = threading.Event()
     server.hang = hang
@@ -416,8 +469,8 @@ def test_close_gives_up_on_a_hung_server_within_its_timeout(open_resilient, serv
     start = time.monotonic()
     tracker.close()
     assert time.monotonic() - start < 1.0
-    assert [r["step"] for r in spool_lines(spool)[1:] if r["kind"] == "metrics"] == [1, 2, 3]
-    assert "still unreachable at close" in said[-1]
+    assert owed_steps(spool) == [1, 2, 3]
+    assert "still unreachable at close" in said()[-1]
     server.hang = None
     hang.set()
     # Next start: step 1 may have landed after all (its send was in flight); it is not sent twice.
@@ -427,11 +480,12 @@ def test_close_gives_up_on_a_hung_server_within_its_timeout(open_resilient, serv
     assert sorted(set(run.steps())) == [1, 2, 3]
 
 
-def test_start_times_out_on_a_hung_server_and_goes_on_offline(open_resilient, server, said, tmp_path):
+def test_start_times_out_on_a_hung_server_and_goes_on_offline(open_resilient, server, tmp_path, monkeypatch):
     hang = threading.Event()
     server.hang = hang
+    monkeypatch.setattr(resilient, "START_TIMEOUT_S", 0.2)
     start = time.monotonic()
-    tracker = open_resilient(start_timeout_s=0.2)
+    tracker = open_resilient()
     assert time.monotonic() - start < 1.0 and tracker.run_id is None
     tracker.log_metrics({"loss": 1.0}, 1)
     server.hang = None
@@ -455,21 +509,29 @@ def test_replay_spool_file_creates_the_run_from_the_spooled_start(server, tmp_pa
     assert replay_spool_file(FakeOpener(server), spool) == 0
 
 
-def test_spool_skips_a_torn_line_and_keeps_seq_order(tmp_path):
-    path = tmp_path / "s.jsonl"
-    spool = Spool(path)
-    spool.set_header(run_id="abc", start=None, pinned=False)
-    assert not path.exists()  # nothing worth keeping yet
-    spool.append([{"seq": 2, "kind": "tags", "tags": {"a": "1"}}, {"seq": 3, "kind": "tags", "tags": {"a": "2"}}])
-    spool.append([{"seq": 1, "kind": "metrics", "step": 1, "ts": 5, "metrics": {"x": float("nan")}}])
-    spool.append([{"seq": 3, "kind": "tags", "tags": {"a": "dup"}}])
+def test_metrics_lines_keep_their_time_and_a_torn_line_is_skipped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    first = append_metrics(path, {"loss": float("nan"), "grad_norm": None}, 1)
     with path.open("a") as out:
-        out.write('{"seq": 4, "kind": "ta')
-    loaded = Spool.load(path)
-    assert loaded.run_id == "abc" and [r["seq"] for r in loaded.records] == [1, 2, 3]
-    assert loaded.records[2]["tags"] == {"a": "2"} and loaded.next_seq() == 4
-    loaded.discard([1, 2, 3])
-    assert not path.exists()
+        out.write('{"step": 2, "lo\n')  # torn by a crash mid-write
+    end = append_metrics(path, {"loss": 0.5}, 3)
+    lines = read_metric_lines(path, 0, end)
+    assert lines[0][0] == first and lines[-1][0] == end
+    assert [line and line["step"] for _, line in lines] == [1, None, 3]
+    assert set(lines[0][1]) == {"step", "timestamp_ms", "loss"} and lines[0][1]["timestamp_ms"] > 0
+    assert read_metric_lines(path, first, end, limit=1) == [lines[1]]
+
+
+def test_spool_round_trip_drops_what_it_cannot_send(tmp_path):
+    spool = Spool(tmp_path / "s.jsonl", run_id="abc", metrics_sent=7)
+    spool.records = [{"kind": "tags", "tags": {"a": "1"}}, {"kind": "finish", "status": "KILLED"}]
+    spool.save()
+    with spool.path.open("a") as out:
+        out.write('{"seq": 3, "kind": "metrics", "step": 1, "ts": 5, "metrics": {"x": 1.0}}\n{"kind": "ta\n')
+    loaded = Spool.load(spool.path)
+    assert (loaded.run_id, loaded.metrics_sent, loaded.records) == ("abc", 7, spool.records)
+    spool.save(backlog=False)  # the run's id alone, unpinned, says nothing
+    assert not spool.path.exists()
 
 
 def test_error_classification_and_description():

@@ -49,7 +49,7 @@ def test_explicit_timestamps_and_resent_points_are_not_duplicated(store_uri):
     points = [({"loss": 1.0, "skip": None}, 1, 1_000), ({"loss": 0.5}, 2, 2_000)]
     tracker.log_metric_points(points)
     tracker.log_metric_points(points)  # a replay whose first reply was lost
-    tracker.log_metrics({"loss": 0.25}, 3, timestamp_ms=3_000)
+    tracker.log_metric_points([({"loss": 0.25}, 3, 3_000)])
     tracker.close()
     history = MlflowClient(tracking_uri=store_uri).get_metric_history(tracker.run_id, "loss")
     assert sorted((m.step, m.value, m.timestamp) for m in history) == [(1, 1.0, 1000), (2, 0.5, 2000), (3, 0.25, 3000)]
