@@ -196,6 +196,7 @@ def _record(study: Study, results: list[TrialResult], pipeline_runs: dict[int, s
                 params={f"override.{k}": v for k, _, v in (o.partition("=") for o in m.overrides)},
                 metrics={"final_val_loss": r.losses.final, "best_val_loss": r.losses.best},
                 failed=r.failed,
+                status=r.status,
             )
         if study.sweep is None:  # an adaptive study's parent stays open for its next batch
             _close_parent(study.name, tracking, study.parent_id, results)

@@ -76,9 +76,11 @@ def record_trial(
     params: Mapping[str, str],
     metrics: Mapping[str, float | None],
     failed: bool,
+    status: str,
 ) -> str:
-    """Log a trial's overrides (params) and losses (metrics) on its run; a trial whose worker never opened
-    a run (it failed first) gets a FAILED run of its own, so the study shows every trial."""
+    """Log a trial's overrides (params), losses (metrics) and how it ended (bitcpm.trial_status: finished,
+    failed, pruned, stopped) on its run; a trial whose worker never opened a run (it failed first) gets a
+    FAILED run of its own, so the study shows every trial."""
     client = _client(tracking)
     if run_id is None:
         experiment = resolve_experiment(tracking.experiment)
@@ -86,12 +88,8 @@ def record_trial(
         mlflow_client.finish_run(client, run_id, "FAILED")
     mlflow_client.log_params(client, run_id, params)
     mlflow_client.log_metrics(client, run_id, metrics)
-    mlflow_client.set_tags(client, run_id, {**tags, "bitcpm.trial_status": _status(failed)})
+    mlflow_client.set_tags(client, run_id, {**tags, "bitcpm.trial_status": status})
     return run_id
-
-
-def _status(failed: bool) -> str:
-    return "failed" if failed else "finished"
 
 
 def close_parent(

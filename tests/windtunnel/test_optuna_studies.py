@@ -159,6 +159,8 @@ def test_grid_study_on_a_real_mlflow_server_then_report_and_transfer(tmp_path: P
 
 
 def test_a_poor_trial_is_pruned_from_its_validation_losses(tmp_path: Path, data_cache: Path) -> None:
+    """Three batches of one trial each (n_jobs=1): still one MLflow parent run with three children."""
+    from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
     from bitcpm.training.metrics_log import read_metrics
@@ -168,7 +170,9 @@ def test_a_poor_trial_is_pruned_from_its_validation_losses(tmp_path: Path, data_
     # Two good trials set the median; the third (lr 1e-7: it barely moves) is worse at its first evaluation.
     args = ["hydra.sweeper.study_name=prune", "hydra.sweeper.sampler=grid", "optim.lr=1e-2,2e-2,1e-7"]
     args += [f"hydra.sweeper.storage={storage}", *SHAPE, f"train.steps={steps}", "train.eval_interval=2"]
-    args += ["tracking=none", f"train.output_root={tmp_path}/out", f"data.cache_dir={data_cache}"]
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args += [f"tracking.uri={store}", "tracking.experiment=prune", f"train.output_root={tmp_path}/out"]
+    args += [f"data.cache_dir={data_cache}"]
     out = finish(train(args, tmp_path))
     states = {t.params["optim.lr"]: t.state for t in study_trials(storage, "prune")}
     assert states == {1e-2: TrialState.COMPLETE, 2e-2: TrialState.COMPLETE, 1e-7: TrialState.PRUNED}, out
@@ -179,3 +183,12 @@ def test_a_poor_trial_is_pruned_from_its_validation_losses(tmp_path: Path, data_
     last = max(r["step"] for r in read_metrics(pruned / "metrics.jsonl"))
     assert last < steps
     assert any((pruned / "checkpoints").iterdir())
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([client.get_experiment_by_name("prune").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags["bitcpm.study"] == "prune"
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.tags["bitcpm.trial"] for r in kids) == ["1", "2", "3"]
+    assert parents[0].data.tags["best.optim.lr"] in ("0.01", "0.02")  # the sweeper's best values on the parent
+    statuses = {r.data.params["optim.lr"]: r.data.tags.get("bitcpm.trial_status") for r in kids}
+    assert statuses["1e-07"] == "pruned", statuses
