@@ -8,16 +8,13 @@ from pathlib import Path
 
 from bitcpm.windtunnel.widths import parse_widths
 
-# 16x, the span of microsoft/mup's examples (2^7-2^11), at a CPU's cost; narrower models than 64 sit in the
-# finite-width transient (README, "Coord check").
-DEFAULT_WIDTHS = "64,128,256,512,1024"
-
 
 def _coordcheck(sub) -> None:
     p = sub.add_parser("coordcheck", help="activation / update size against width (muP coordinate check)")
-    p.add_argument(
-        "--widths", default=DEFAULT_WIDTHS, help="hidden sizes, comma-separated (at least 4, spanning at least 16x)"
-    )
+    # 16x, the span of microsoft/mup's examples (2^7-2^11), at a CPU's cost; models narrower than 64 sit in the
+    # finite-width transient of the update effects (README, "Coord check").
+    widths = "64,128,256,512,1024"
+    p.add_argument("--widths", default=widths, help="hidden sizes, comma-separated (at least 4, spanning at least 16x)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per width (init and batch); the fit uses their mean")
     # The logits need a few steps to leave their vanishing init.
     p.add_argument("--steps", type=int, default=8, help="optimizer steps per width")
