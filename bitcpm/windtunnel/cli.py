@@ -11,7 +11,11 @@ from bitcpm.windtunnel.widths import parse_widths
 
 def _coordcheck(sub) -> None:
     p = sub.add_parser("coordcheck", help="activation / update size against width (muP coordinate check)")
-    p.add_argument("--widths", default="64,128,256,512", help="hidden sizes, comma-separated (at least 4)")
+    # 16x, the span of microsoft/mup's examples (2^7-2^11), at a CPU's cost; models narrower than 64 sit in the
+    # finite-width transient of the update effects (README, "Coord check").
+    widths = "64,128,256,512,1024"
+    p.add_argument("--widths", default=widths, help="hidden sizes, comma-separated (at least 4, spanning at least 16x)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per width (init and batch); the fit uses their mean")
     # The logits need a few steps to leave their vanishing init.
     p.add_argument("--steps", type=int, default=8, help="optimizer steps per width")
     p.add_argument("--lr", type=float, default=1e-2, help="base learning rate (constant)")
@@ -19,7 +23,7 @@ def _coordcheck(sub) -> None:
     p.add_argument("--seq-length", type=int, default=32, help="tokens per sequence")
     p.add_argument("--head-dim", type=int, default=32, help="head size kept fixed across widths")
     p.add_argument("--tolerance", type=float, default=0.3, help="largest |slope| of log size against log width")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first seed (then seed+1, ...)")
     p.add_argument("--out", type=Path, default=Path("outputs/windtunnel/coordcheck"), help="PNG and JSON go here")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the base job (model=..., quant=..., ...)")
 
@@ -27,14 +31,19 @@ def _coordcheck(sub) -> None:
 def _run_coordcheck(a: argparse.Namespace) -> int:
     from bitcpm.windtunnel.coordcheck_command import CoordCheckArgs, run_coord_check
 
-    widths = parse_widths(a.widths)
-    if len(widths) < 4:
-        raise ValueError(f"--widths={a.widths}: the coord check needs at least 4 widths")
-    if a.steps < 1:
-        raise ValueError(f"--steps={a.steps}: expected at least 1")
     args = CoordCheckArgs(
-        widths, a.steps, a.lr, a.batch, a.seq_length, a.head_dim, a.tolerance, a.seed, a.out, list(a.overrides)
-    )
+        parse_widths(a.widths),
+        a.steps,
+        a.lr,
+        a.batch,
+        a.seq_length,
+        a.head_dim,
+        a.tolerance,
+        a.seed,
+        a.out,
+        list(a.overrides),
+        seeds=a.seeds,
+    )  # refuses too few widths, a span under 16x, no seeds (ValueError: one line, exit 2)
     return run_coord_check(args)
 
 

@@ -3,14 +3,16 @@
 Under muP every coordinate of the embedding output, each attention / MLP branch output and the logits
 stays Θ(1) in width during training, and so does the effect of each weight's update on its module's
 output (Tensor Programs V). The check trains the same model at several widths (same depth and head
-size) for a few steps on the same batches, measures mean |x| with forward hooks on the megatron
-modules, fits log(size) against log(width) and names every tensor whose slope leaves the tolerance.
+size) for a few steps on the same batch, measures mean |x| with forward hooks on the megatron
+modules, repeats that for several seeds (model init and batch; every width sees the same seeds), fits
+log(mean over seeds) against log(width) and names every tensor whose slope leaves the tolerance. The
+slope's interval is the standard deviation of the per-seed slopes (each seed's values fitted on their own).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,21 +22,25 @@ from bitcpm.config.root import JobConfig
 
 @dataclass
 class WidthRecord:
-    """What one width measured: name -> one value per step (index 0 is the initial model)."""
+    """What one width and seed measured: name -> one value per step (index 0 is the initial model)."""
 
     width: int
+    seed: int = 0
     activations: dict[str, list[float]] = field(default_factory=dict)
     updates: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
 class Drift:
-    """One measured quantity's fitted exponent: size ∝ width**slope at the last step."""
+    """One measured quantity's fitted exponent: (mean over seeds of its size) ∝ width**slope at the last step."""
 
     name: str
     kind: str  # "activation" | "update"
     slope: float
-    values: list[float]
+    values: list[float]  # per width: the mean over seeds at the last step (what the slope is fitted to)
+    interval: float | None = None  # standard deviation of seed_slopes (None with one seed)
+    seed_slopes: list[float] = field(default_factory=list)  # per seed: the slope of that seed's values alone
+    seed_values: list[list[float]] = field(default_factory=list)  # per seed, per width, at the last step
 
 
 LOGITS_CHANGE = "logits change"
@@ -124,10 +130,14 @@ def _forward(model: torch.nn.Module, tokens: torch.Tensor) -> None:
 
 
 def measure_width(job: JobConfig, width: int, steps: int, lr: float, batch: int, seed: int) -> WidthRecord:
-    """Train `job` (already at `width`) for `steps` constant-lr steps; record sizes after each."""
+    """Train `job` (already at `width`) for `steps` constant-lr steps; record sizes after each.
+
+    `seed` picks the model's init (train.seed) and the batch, so seeds differ in both.
+    """
     from bitcpm.training.build import build_engine
     from bitcpm.training.steps import train_step
 
+    job = replace(job, train=replace(job.train, seed=seed))
     torch.manual_seed(seed)
     seq = job.train.seq_length
     # The training stack itself: megatron DDP + optimizer with the muP lr overrides, ternary converter.
@@ -136,7 +146,7 @@ def measure_width(job: JobConfig, width: int, steps: int, lr: float, batch: int,
     probe = Probe(model)
     tokens = _tokens(job.model.vocab_size, batch, seq, seed)
     start = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.dim() == 2}
-    record = WidthRecord(width)
+    record = WidthRecord(width, seed)
 
     initial_logits: list[torch.Tensor] = []
 
@@ -173,23 +183,48 @@ def fit_slope(widths: list[int], values: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
 
 
+def _spread(slopes: list[float]) -> float | None:
+    """Sample standard deviation of the per-seed slopes; None when there is only one."""
+    if len(slopes) < 2:
+        return None
+    mean = sum(slopes) / len(slopes)
+    return math.sqrt(sum((x - mean) ** 2 for x in slopes) / (len(slopes) - 1))
+
+
+def by_seed(records: list[WidthRecord]) -> dict[int, list[WidthRecord]]:
+    """The records grouped by seed, each group sorted by width (every seed must have measured the same widths)."""
+    groups: dict[int, list[WidthRecord]] = {}
+    for r in records:
+        groups.setdefault(r.seed, []).append(r)
+    for group in groups.values():
+        group.sort(key=lambda r: r.width)
+    widths = {tuple(r.width for r in g) for g in groups.values()}
+    if len(widths) != 1:
+        raise ValueError(f"every seed must measure the same widths, got {sorted(widths)}")
+    return groups
+
+
 def drifts(records: list[WidthRecord]) -> list[Drift]:
-    """Slope of every tracked quantity at the last step, across the widths."""
-    widths = [r.width for r in records]
+    """Slope of every tracked quantity at the last step: fitted to the mean over seeds at each width."""
+    groups = list(by_seed(records).values())
+    widths = [r.width for r in groups[0]]
     out = []
     for kind, attr in (("activation", "activations"), ("update", "updates")):
-        for name in getattr(records[0], attr):
-            values = [getattr(r, attr)[name][-1] for r in records]
-            out.append(Drift(name, kind, fit_slope(widths, values), values))
+        for name in getattr(groups[0][0], attr):
+            per_seed = [[getattr(r, attr)[name][-1] for r in group] for group in groups]
+            means = [sum(col) / len(col) for col in zip(*per_seed, strict=True)]
+            seed_slopes = [fit_slope(widths, values) for values in per_seed]
+            out.append(Drift(name, kind, fit_slope(widths, means), means, _spread(seed_slopes), seed_slopes, per_seed))
     return out
 
 
+def excess(d: Drift) -> float:
+    """How far a slope goes in the direction that counts as drift (sizes in MAY_SHRINK may shrink freely)."""
+    if not math.isfinite(d.slope):
+        return math.inf
+    return d.slope if d.name in MAY_SHRINK else abs(d.slope)
+
+
 def failures(found: list[Drift], tolerance: float) -> list[Drift]:
-    """Quantities whose size grows or shrinks with width faster than width**±tolerance."""
-
-    def drifting(d: Drift) -> bool:
-        if not math.isfinite(d.slope):
-            return True
-        return d.slope > tolerance if d.name in MAY_SHRINK else abs(d.slope) > tolerance
-
-    return [d for d in found if drifting(d)]
+    """Quantities whose mean size grows or shrinks with width faster than width**±tolerance."""
+    return [d for d in found if excess(d) > tolerance]
