@@ -108,7 +108,10 @@ def test_mup_init_and_lr_rules(dist_cpu) -> None:
     assert lr_of["embedding.word_embeddings.weight"] == pytest.approx(0.01)
     assert lr_of["decoder.final_layernorm.weight"] == pytest.approx(0.01)
     assert wd_of["decoder.layers.0.input_layernorm.weight"] == 0.0
-    assert wd_of["decoder.layers.0.mlp.linear_fc1.weight"] == job.optim.weight_decay
+    # muP's hidden matrices: decay x m, so that lr/m x decay is the base width's per-step shrink (MuAdamW).
+    assert wd_of["decoder.layers.0.mlp.linear_fc1.weight"] == pytest.approx(
+        job.optim.weight_decay * job.model.width_mult
+    )
 
 
 def test_longrope_divides_inverse_frequencies(dist_cpu) -> None:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the rules are read by the torch-free plan; only the hooks touch tensors
+    import torch
 
 from bitcpm.config.model import ModelConfig
 
