@@ -2,7 +2,8 @@
 
 Order: value ranges and choices of every key (bitcpm.config.ranges), the cross-group rules
 (bitcpm.config.validate), then what lies outside the config: optional packages the job needs, data
-inputs, the tokenizer and the checkpoints a stage starts from (complete, of a fitting model, files intact).
+inputs (whole jsonl files), the directories it writes, the tokenizer and the checkpoints a stage starts from
+(complete, of a fitting model, files intact).
 Each failure is one ConfigError line naming the key. Hardware stacks (CUDA, torch_npu, MindSpeed) are checked
 where the job runs instead.
 """
@@ -57,11 +58,35 @@ def check_extras(job: JobConfig) -> None:
 
 
 def check_data_inputs(job: JobConfig) -> None:
-    """Every data source's input files exist (or are the built-in corpus)."""
+    """Every data source's inputs are whole jsonl files of data.text_key texts (or the built-in corpus), with
+    documents enough for a validation split (bitcpm.data.sources.check_jsonl: small files are read whole)."""
+    from bitcpm.data.sources import check_jsonl
+
     for i, source in enumerate(job.data.sources):
+        counts = []
         for name in source.inputs:
-            if name != "builtin" and not Path(name).is_file():
+            if name != "builtin" and not Path(name).exists():
                 raise ConfigError(f"data.sources[{i}].inputs: {name} not found (a jsonl file, .gz/.xz, or builtin)")
+            try:
+                counts.append(check_jsonl(name, job.data.text_key))
+            except ValueError as exc:
+                raise ConfigError(f"data.sources[{i}].inputs: {exc}") from None
+        if source.inputs and None not in counts and sum(counts) < 2:
+            raise ConfigError(
+                f"data.sources[{i}].inputs: {sum(counts)} document(s) in {', '.join(source.inputs)}; the "
+                f"validation split (data.valid_fraction={job.data.valid_fraction}) needs at least 2"
+            )
+
+
+def check_output_dirs(job: JobConfig) -> None:
+    """The directories a job writes into are directories (or can be created)."""
+    from bitcpm.config.arguments import output_dir
+
+    for key, value in (("train.output_root", job.train.output_root), ("data.cache_dir", job.data.cache_dir)):
+        try:
+            output_dir(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}={value}: {exc}") from None
 
 
 def check_megatron_data(job: JobConfig) -> None:
@@ -158,6 +183,7 @@ def preflight(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> No
     """Run every pre-launch check; raise ConfigError (one line, naming the key) on the first failure."""
     validate(job)  # the per-leaf ranges first, then the rules across keys
     check_extras(job)
+    check_output_dirs(job)
     check_megatron_data(job)  # first: a source that names both inputs and a prefix is refused as such
     check_data_inputs(job)
     check_tokenizer(job)
