@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from bitcpm.config.checkpoint_manifest import DamagedCheckpointError, Verdict, accept, verify
 from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint
+from bitcpm.config.load import load_job
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import ConfigError, validate
 
@@ -126,6 +127,7 @@ def _stored_model(key: str, value: str, checkpoint: Path) -> dict:
     if not config.is_file():
         raise ConfigError(f"{key}={value}: {config} not found (is it a bitcpm run?)")
     try:
+        load_job(config)  # the whole file types as a job (a truncated one may still parse as YAML)
         stored = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
     except Exception as exc:  # a truncated or hand-edited file: say which one
         raise ConfigError(f"{key}={value}: cannot read {config} ({_one_line(exc)})") from None

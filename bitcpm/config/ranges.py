@@ -106,6 +106,9 @@ class Text:
     """Any string: a name, a path or free text (existence of paths is checked in preflight)."""
 
     what: str
+    kind: str | None = None
+    """For a path the job reads or writes, its kind (bitcpm.config.arguments.Kind names): the tests try that
+    kind's bad values on the key."""
 
 
 Spec = Range | OneOf | Custom | Text
@@ -171,26 +174,26 @@ SPECS: dict[type, dict[str, Spec]] = {
     },
     StageConfig: {
         "name": OneOf(("pretrain", "qat", "distill")),
-        "init_from": Text("checkpoint or run directory"),
+        "init_from": Text("checkpoint, run or Hugging Face directory", "run_or_hf"),
         "lr": POSITIVE,
         "rewarmup_steps": NON_NEGATIVE,
         "tokens": Custom(parse_tokens, "lots"),
-        "teacher_from": Text("checkpoint or run directory"),
+        "teacher_from": Text("checkpoint or run directory", "run"),
         "teacher_model": Text("model preset name"),
         "alpha": UNIT,
         "temperature": POSITIVE,
     },
     DataSourceConfig: {
         "name": Text("label"),
-        "inputs": Text("jsonl path or builtin"),
+        "inputs": Text("jsonl path or builtin", "jsonl"),
         "weight": POSITIVE,
-        "megatron_prefix": Text("Megatron-LM dataset prefix"),
+        "megatron_prefix": Text("Megatron-LM dataset prefix", "megatron_prefix"),
     },
     DataConfig: {
-        "tokenizer": Text("tokenizer directory or builtin"),
+        "tokenizer": Text("tokenizer directory or builtin", "tokenizer"),
         "text_key": Text("JSON field"),
         "valid_fraction": Range(0, 0.5, lo_open=True, hi_open=True),
-        "cache_dir": Text("directory"),
+        "cache_dir": Text("directory", "output_dir"),
         "seed": SEED,
     },
     OptimConfig: {
@@ -264,7 +267,7 @@ SPECS: dict[type, dict[str, Spec]] = {
         "eval_interval": NON_NEGATIVE,
         "eval_batches": NON_NEGATIVE,
         "save_interval": NON_NEGATIVE,
-        "output_root": Text("directory"),
+        "output_root": Text("directory", "output_dir"),
         "keep_checkpoints": AT_LEAST_1,
         "nan_policy": OneOf(("skip", "stop")),
         "max_nan_skips": NON_NEGATIVE,

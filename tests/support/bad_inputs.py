@@ -40,6 +40,24 @@ class Case:
         return value, value if self.named is None else self.named
 
 
+def write_megatron(prefix: Path, documents: list[list[int]]) -> str:
+    """PREFIX.bin + PREFIX.idx in megatron-core's indexed-dataset format (uint16 tokens, one sequence per document),
+    written by hand (bitcpm.data.megatron_index documents the header)."""
+    from bitcpm.data.megatron_index import MAGIC
+
+    tokens = b"".join(struct.pack(f"<{len(d)}H", *d) for d in documents)
+    Path(f"{prefix}.bin").write_bytes(tokens)
+    lengths = [len(d) for d in documents]
+    pointers = [2 * sum(lengths[:i]) for i in range(len(lengths))]
+    n = len(documents)
+    index = MAGIC + struct.pack("<QBQQ", 1, 8, n, n + 1)
+    index += (
+        struct.pack(f"<{n}i", *lengths) + struct.pack(f"<{n}q", *pointers) + struct.pack(f"<{n + 1}q", *range(n + 1))
+    )
+    Path(f"{prefix}.idx").write_bytes(index)
+    return str(prefix)
+
+
 def _jsonl(docs: list[dict]) -> str:
     return "".join(json.dumps(d) + "\n" for d in docs)
 
@@ -75,6 +93,7 @@ class Inputs:
         self._hf()
         self._legacy()
         self._submitted()
+        self._megatron()
         self.garbage_db = root / "garbage.db"
         self.garbage_db.write_text("not a database\n")
 
@@ -190,6 +209,22 @@ class Inputs:
         (self.garbage_jobs / "launch").mkdir(parents=True)
         (self.garbage_jobs / "launch" / "jobs.json").write_text('{"jobs": [{"job_id": ')
 
+    def _megatron(self) -> None:
+        d = self.root / "megatron"
+        d.mkdir()
+        self.megatron = write_megatron(d / "good", [[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+        self.bad_megatron = {"one-document": write_megatron(d / "one_document", [[5, 6, 7]])}
+        for name, suffix, keep in (("truncated-bin", ".bin", 10), ("truncated-idx", ".idx", 40)):
+            prefix = write_megatron(d / name, [[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+            path = Path(prefix + suffix)
+            path.write_bytes(path.read_bytes()[:keep])
+            self.bad_megatron[name] = prefix
+        garbage = d / "garbage"
+        Path(f"{garbage}.bin").write_bytes(b"\x00" * 8)
+        Path(f"{garbage}.idx").write_bytes(b"not an index at all, just text\n")
+        self.bad_megatron["garbage-idx"] = str(garbage)
+        self.bad_megatron["a-directory"] = str(self.empty_dir)
+
     def good(self, kind, tmp: Path) -> str:
         """A value of this kind that passes its checks."""
         return str(
@@ -206,6 +241,7 @@ class Inputs:
                 "submitted_run": self.submitted,
                 "legacy_checkpoint": self.legacy,
                 "checkpoints": self.ternary_run,
+                "megatron_prefix": self.megatron,
             }[kind.kind]
         )
 
@@ -220,6 +256,7 @@ JSONL_CASES = ("empty", "blank-lines", "binary", "truncated", "not-json", "json-
 JSONL_CASES += ("gz-name-plain-text", "directory")
 TOKENIZER_CASES = ("a-file", "empty-dir", "garbage", "truncated", "json-not-a-tokenizer")
 LEGACY_CASES = ("current-format", "damaged-shard", "no-config-beside")
+MEGATRON_CASES = ("one-document", "truncated-bin", "truncated-idx", "garbage-idx", "a-directory")
 
 
 def _run(kind) -> list[Case]:
@@ -300,6 +337,7 @@ _CASES: dict[str, Callable[[object], list[Case]]] = {
     ),
     "legacy_checkpoint": lambda k: _paths(*MISSING_OR_FILE, EMPTY_DIR) + _keyed("bad_legacy", LEGACY_CASES),
     "checkpoints": lambda k: _paths(*MISSING_OR_FILE, EMPTY_DIR),
+    "megatron_prefix": lambda k: _paths(MISSING_OR_FILE[0]) + _keyed("bad_megatron", MEGATRON_CASES),
 }
 KINDS = frozenset(_CASES)
 
