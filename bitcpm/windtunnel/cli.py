@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bitcpm.config.arguments import DIRECTORY, OUTPUT_DIR, OVERRIDES, Kind, OneLineParser, number, text
+from bitcpm.config.arguments import OUTPUT_DIR, OVERRIDES, Kind, OneLineParser, number, text
 from bitcpm.config.ranges import AT_LEAST_1, POSITIVE, SEED
 from bitcpm.windtunnel.widths import parse_widths
 
@@ -108,8 +108,8 @@ def _transfer(sub) -> None:
     p.add_argument("--target", type=text("model preset name"), required=True, help=target)
     name = "experiment name: python -m bitcpm.train experiment=NAME"
     p.add_argument("--name", type=text("experiment name"), required=True, help=name)
-    config_dir = "your config directory (default: the shipped conf/)"
-    p.add_argument("--config-dir", type=DIRECTORY, default=None, help=config_dir)
+    config_dir = "your config directory, created if need be (default: the shipped conf/)"
+    p.add_argument("--config-dir", type=OUTPUT_DIR, default=None, help=config_dir)
     p.add_argument("--force", action="store_true", help="overwrite an existing experiment of that name")
     p.add_argument("overrides", nargs="*", type=STORE_OVERRIDES, help="tracking overrides naming the store")
 

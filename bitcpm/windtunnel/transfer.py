@@ -11,6 +11,7 @@ prints what that changes for the target's tensors.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 from bitcpm.config.model import ModelConfig
@@ -92,9 +93,9 @@ def run_transfer(study: str, target: str, name: str, config_dir: Path | None, fo
     if path.exists() and not force:
         raise ValueError(f"--name={name}: {path} exists (pass --force to overwrite)")
     job = compose_job(CommandLine(), overrides, check_rules=False)
-    cmd = CommandLine(config_dirs=[str(config_dir)] if config_dir else [])
-    try:  # the target preset, before the store is read
-        before = compose_job(cmd, [f"model={target}"], check_rules=False)
+    given = CommandLine(config_dirs=[str(config_dir)] if config_dir and config_dir.is_dir() else [])
+    try:  # the target preset (the shipped ones, or the user's), before the store is read
+        before = compose_job(given, [f"model={target}"], check_rules=False)
     except Exception as exc:
         from bitcpm.config.errors import ConfigError
         from bitcpm.frontend.compose import one_line_error
@@ -103,17 +104,18 @@ def run_transfer(study: str, target: str, name: str, config_dir: Path | None, fo
     client = open_client(study_store(job.tracking))
     params, run_id, loss = best_base(client, experiment_name(job.tracking), study)
     values = {key: _number(params[key]) for key in BASE_KEYS}
-    created = not folder.exists()
+    created = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)  # the top-most new one
     folder.mkdir(parents=True, exist_ok=True)
     flag = f"--config-dir {config_dir} " if config_dir else ""
     train = f"python -m bitcpm.train {flag}experiment={name}"
     path.write_text(experiment_yaml(target, study, run_id, loss, values, train))
+    cmd = CommandLine(config_dirs=[str(config_dir)] if config_dir else [])
     try:
         after = compose_job(cmd, [f"experiment={name}"])
     except Exception:
         path.unlink()  # never leave a preset behind that does not validate
-        if created:
-            folder.rmdir()
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     print(f"transfer {study} -> model={target}: wrote {path}")
     print(f"  base values from trial run {run_id} (validation loss {loss:.4f}, width {params['model.hidden_size']})")
