@@ -78,23 +78,21 @@ def _gguf(args: argparse.Namespace, source) -> int:
     return 0
 
 
-def _entries(out: Path) -> set[Path] | None:
-    """What the output location holds before the export (None: nothing there yet)."""
-    if not out.exists():
-        return None
-    return set(out.iterdir()) if out.is_dir() else set()
+def _entries(out: Path) -> tuple[Path | None, set[Path]]:
+    """Before the export: the top-most directory or file it will create (None when the output exists), and what
+    an existing output directory holds."""
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    return created, set(out.iterdir()) if out.is_dir() else set()
 
 
-def _remove_new(out: Path, before: set[Path] | None) -> None:
-    """Remove what a failed export wrote: the output it created, or the entries it added to an existing directory."""
-    if before is None:
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
+def _remove_new(out: Path, before: tuple[Path | None, set[Path]]) -> None:
+    """Remove what a failed export wrote: what it created, or the entries it added to an existing directory."""
+    created, held = before
+    if created is not None:
+        shutil.rmtree(created) if created.is_dir() else created.unlink(missing_ok=True)
     elif out.is_dir():
         for path in out.iterdir():
-            if path not in before:
+            if path not in held:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
