@@ -34,7 +34,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
-def fail(prog: str, message: str) -> int:
+def fail(prog: str, message: object) -> int:
     """Print an entry point's one-line error; returns exit status 2."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
     return 2
@@ -52,6 +52,7 @@ class Kind:
     """Parameters of the kind the tests read (e.g. ('ternary', True) for a run that must be ternary)."""
 
     def __call__(self, text: str) -> Any:
+        """The checked value; argparse turns the refusal into `argument X: reason`."""
         try:
             return self.check(text)
         except ValueError as exc:  # InputError and ConfigError are ValueErrors
