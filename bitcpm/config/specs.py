@@ -86,6 +86,9 @@ class Text:
     """Any string: a name, a path or free text (existence of paths is checked in preflight)."""
 
     what: str
+    kind: str | None = None
+    """For a path the job reads or writes, its kind (bitcpm.config.arguments.Kind names): the tests try that
+    kind's bad values on the key."""
 
 
 Spec = Range | OneOf | Custom | Text

@@ -61,11 +61,35 @@ def held_out_documents(documents: int, valid_fraction: float) -> int:
     return min(max(1, round(valid_fraction * documents)), documents - 1)
 
 
+def check_sizes(prefix: str, header: IndexHeader) -> None:
+    """Both files as long as the header says (a truncated copy is found here, before launch): the .idx holds its
+    arrays (sequence lengths int32, pointers int64, document indices int64, optional int8 modes), the .bin ends
+    where the last sequence does."""
+    idx, binary = Path(prefix + ".idx"), Path(prefix + ".bin")
+    sequences, header_bytes = header.sequences, len(MAGIC) + 8 + 1 + 8 + 8
+    arrays = header_bytes + 12 * sequences + 8 * (header.documents + 1)
+    if idx.stat().st_size not in (arrays, arrays + sequences):
+        raise ValueError(f"{idx} holds {idx.stat().st_size} bytes, its header promises {arrays} (truncated?)")
+    if sequences == 0:
+        return
+    with open(idx, "rb") as handle:
+        handle.seek(header_bytes + 4 * (sequences - 1))
+        (length,) = struct.unpack("<i", handle.read(4))
+        handle.seek(header_bytes + 4 * sequences + 8 * (sequences - 1))
+        (pointer,) = struct.unpack("<q", handle.read(8))
+    itemsize = {"uint8": 1, "int8": 1, "int16": 2, "uint16": 2, "int32": 4, "int64": 8}[header.dtype]
+    expected = pointer + length * itemsize
+    if binary.stat().st_size != expected:
+        raise ValueError(f"{binary} holds {binary.stat().st_size} bytes, its index {expected} (truncated?)")
+
+
 def check_megatron_source(prefix: str, key: str) -> IndexHeader:
-    """Preflight of one source: both files there and a readable header; errors name the config key."""
+    """Preflight of one source: both files there, a readable header and the sizes it promises; errors name the
+    config key."""
     try:
         header = read_header(prefix)
-    except (OSError, ValueError) as exc:
+        check_sizes(prefix, header)
+    except (OSError, ValueError, struct.error) as exc:
         raise ValueError(f"{key}={prefix}: {exc}") from None
     if header.documents < 2:
         raise ValueError(f"{key}={prefix}: {header.documents} documents, need at least 2 (train and validation)")

@@ -107,5 +107,8 @@ def prepare_sources(cfg: DataConfig, vocab_size: int | None = None) -> list[Sour
         if src.megatron_prefix is not None:
             out.append(_megatron_source(cfg, src, f"data.sources[{i}].megatron_prefix", vocab_size))
         else:
-            out.append(_prepared_source(cfg, src))
+            try:
+                out.append(_prepared_source(cfg, src))
+            except ValueError as exc:  # a damaged record, too few documents: name the key as preflight does
+                raise ValueError(f"data.sources[{i}].inputs: {exc}") from None
     return out

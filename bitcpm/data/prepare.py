@@ -6,16 +6,17 @@ Usage::
         [--valid-fraction 0.02] [--text-key text] [--seed 1234]
 
 `--input builtin` selects the shipped corpus. `DIR/meta.json` is written last and atomically; a
-directory without a matching meta.json is never trusted and is rebuilt.
+directory without a matching meta.json is never trusted and is rebuilt. Every input is checked before anything is
+written (bitcpm.data.sources.check_jsonl); a preparation that fails part-way removes what it wrote.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from bitcpm.config.arguments import OUTPUT_DIR, OneLineParser, number
+from bitcpm.config.arguments import text as name_of
+from bitcpm.config.ranges import SEED, Range
 from bitcpm.data.indexed import indexed_dataset_module
 from bitcpm.data.job_progress import DataProgress, say
-from bitcpm.data.sources import BUILTIN, count_records, file_sha256, iter_texts, resolve_input
-from bitcpm.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_fingerprint
+from bitcpm.data.sources import BUILTIN, JSONL, check_jsonl, count_records, file_sha256, iter_texts, resolve_input
+from bitcpm.data.tokenizer import TOKENIZER, Tokenizer, load_tokenizer, tokenizer_fingerprint
 
 # Named explicitly: under `python -m` __name__ is "__main__", outside the "bitcpm" logger tree.
 logger = logging.getLogger("bitcpm.data.prepare")
@@ -125,7 +129,7 @@ def _valid_mask(num_documents: int, valid_fraction: float, seed: int) -> np.ndar
     if valid_fraction <= 0:
         return mask
     if num_documents < 2:
-        raise ValueError(f"need at least 2 documents for a validation split, got {num_documents}")
+        raise ValueError(f"{num_documents} document(s): a validation split needs at least 2")
     num_valid = min(max(1, round(valid_fraction * num_documents)), num_documents - 1)
     mask[np.random.default_rng(seed).choice(num_documents, size=num_valid, replace=False)] = True
     return mask
@@ -175,6 +179,25 @@ def _write_splits(
     return counts
 
 
+def check_inputs(inputs: Sequence[str], valid_fraction: float, text_key: str) -> None:
+    """Every input whole and holding `text_key` texts, and enough documents for the validation split, before
+    anything is written (ValueError naming the file, and the line where one is bad)."""
+    counts = [check_jsonl(name, text_key) for name in inputs]
+    if valid_fraction > 0 and None not in counts and sum(counts) < 2:  # type: ignore[arg-type]
+        total = sum(counts)  # type: ignore[arg-type]
+        raise ValueError(f"{', '.join(map(str, inputs))}: {total} document(s): a validation split needs at least 2")
+
+
+def _discard(output_dir: Path, created: bool) -> None:
+    """What a failed preparation wrote: the directory it created, or its split files in an existing one."""
+    if created:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return
+    for split in SPLITS:
+        for suffix in (".bin", ".idx"):
+            (output_dir / f"{split}{suffix}").unlink(missing_ok=True)
+
+
 def prepare_dataset(
     inputs: list[str],
     tokenizer: str,
@@ -190,6 +213,7 @@ def prepare_dataset(
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
     output_dir = Path(output_dir)
     paths = [resolve_input(name) for name in inputs]
+    check_inputs(inputs, valid_fraction, text_key)
     hashes = [file_sha256(path) for path in paths]
     key = _cache_key(hashes, tokenizer_fingerprint(tokenizer), valid_fraction, text_key, seed)
     cached = load_prepared(output_dir, key)
@@ -198,14 +222,22 @@ def prepare_dataset(
         return cached
 
     start = time.perf_counter()
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     # Remove a stale meta.json first: from here on the directory is incomplete until the final replace.
     (output_dir / META_FILE).unlink(missing_ok=True)
     say(f"preparing {', '.join(str(name) for name in inputs)} with tokenizer {tokenizer} (first use; cached after)")
-    tok = load_tokenizer(tokenizer)
-    num_documents = sum(count_records(path) for path in paths)
-    mask = _valid_mask(num_documents, valid_fraction, seed)
-    counts = _write_splits(paths, tok, output_dir, mask, text_key)
+    try:
+        tok = load_tokenizer(tokenizer)
+        num_documents = sum(count_records(path) for path in paths)
+        try:
+            mask = _valid_mask(num_documents, valid_fraction, seed)
+        except ValueError as exc:
+            raise ValueError(f"{', '.join(map(str, inputs))}: {exc}") from None
+        counts = _write_splits(paths, tok, output_dir, mask, text_key)
+    except BaseException:
+        _discard(output_dir, created)
+        raise
     meta = {
         "format": FORMAT,
         "key": key,
@@ -235,25 +267,35 @@ def prepare_dataset(
     return PreparedDataset.from_meta(output_dir, meta)
 
 
+def parser() -> OneLineParser:
+    """The command line; every argument's kind is checked as it is read."""
+    p = OneLineParser(prog="python -m bitcpm.data.prepare", description=__doc__.splitlines()[0])
+    p.add_argument("--input", nargs="+", type=JSONL, required=True, help="JSONL files (.gz/.xz ok) or 'builtin'")
+    p.add_argument("--tokenizer", type=TOKENIZER, required=True, help="'builtin' or a tokenizer directory")
+    p.add_argument("--output", type=OUTPUT_DIR, required=True, help="output directory")
+    p.add_argument("--valid-fraction", type=number(float, Range(0, 1, hi_open=True)), default=0.02)
+    p.add_argument("--text-key", type=name_of("JSON field name"), default="text")
+    p.add_argument("--seed", type=number(int, SEED), default=1234)
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m bitcpm.data.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", nargs="+", required=True, help="JSONL files (.gz/.xz ok) or 'builtin'")
-    parser.add_argument("--tokenizer", required=True, help="'builtin' or a tokenizer directory")
-    parser.add_argument("--output", type=Path, required=True, help="output directory")
-    parser.add_argument("--valid-fraction", type=float, default=0.02)
-    parser.add_argument("--text-key", default="text")
-    parser.add_argument("--seed", type=int, default=1234)
-    args = parser.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     # Our progress lines only; megatron's per-file INFO chatter stays hidden.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("bitcpm").setLevel(logging.INFO)
+    try:
+        check_inputs(args.input, args.valid_fraction, args.text_key)
+    except ValueError as exc:
+        p.error(f"argument --input: {exc}")
     try:
         prepared = prepare_dataset(
             args.input, args.tokenizer, args.output, args.valid_fraction, args.text_key, args.seed
         )
     except ValueError as exc:
-        parser.exit(2, f"error: {exc}\n")
+        p.exit(2, f"{p.prog}: error: {' '.join(str(exc).split())}\n")
     print(
         json.dumps(
             {

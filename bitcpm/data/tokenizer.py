@@ -18,7 +18,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bitcpm.data.sources import ASSETS_DIR, BUILTIN, iter_texts, resolve_input
+from bitcpm.config.arguments import OUTPUT_DIR, InputError, Kind, OneLineParser, number, text
+from bitcpm.config.ranges import Range
+from bitcpm.data.sources import ASSETS_DIR, BUILTIN, JSONL, check_jsonl, iter_texts, resolve_input
 
 BUILTIN_TOKENIZER_DIR = ASSETS_DIR / "tokenizer"
 # The shipped tokenizers by name: the 8k BPE, and a 512-token BPE for wind-tunnel studies, where a large
@@ -174,6 +176,29 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return TransformersTokenizer(directory, name)
 
 
+def check_tokenizer(spec: str | Path) -> Tokenizer:
+    """The tokenizer a spec names, loaded; InputError (one line naming it) when it is missing or is not one."""
+    path = Path(spec)
+    if str(spec) != BUILTIN and path.is_file():
+        raise InputError(f"{spec}: is a file; pass the directory that holds tokenizer.json or tokenizer.model")
+    try:
+        return load_tokenizer(spec)
+    except (ValueError, OSError, ImportError) as exc:
+        raise InputError(" ".join(str(exc).split()) or type(exc).__name__) from None
+    except Exception as exc:  # a damaged tokenizer.json surfaces as the tokenizers library's own exception type
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"{spec}: not a tokenizer that loads ({first})") from None
+
+
+def _tokenizer_argument(value: str) -> str:
+    check_tokenizer(value)
+    return value
+
+
+TOKENIZER = Kind("tokenizer", _tokenizer_argument)
+"""A tokenizer on a command line: 'builtin' or a directory with tokenizer.json (or a sentencepiece tokenizer.model)."""
+
+
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path) -> Path:
     """Train a byte-level BPE on `texts`; write tokenizer.json and bitcpm metadata into `out_dir`."""
     from tokenizers import Tokenizer as RawTokenizer
@@ -212,21 +237,33 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path) ->
     return out_dir
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line; every argument's kind is checked as it is read."""
+    p = OneLineParser(prog="python -m bitcpm.data.tokenizer", description="bitcpm tokenizers")
+    sub = p.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a byte-level BPE tokenizer")
+    smallest = Range(lo=256 + len(SPECIAL_TOKENS))  # every byte and the special tokens
+    train.add_argument("--vocab-size", type=number(int, smallest), default=8192)
+    train.add_argument("--output", type=OUTPUT_DIR, required=True)
+    train.add_argument("--input", nargs="+", type=JSONL, default=[BUILTIN], help="JSONL files (.gz/.xz) or 'builtin'")
+    train.add_argument("--text-key", type=text("JSON field name"), default="text")
+    info = sub.add_parser("info", help="print a tokenizer's vocab size, special ids and fingerprint")
+    info.add_argument("tokenizer", type=TOKENIZER, help="'builtin' or a tokenizer directory")
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: `train` a BPE tokenizer or print `info` about one."""
-    parser = argparse.ArgumentParser(prog="python -m bitcpm.data.tokenizer", description="bitcpm tokenizers")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a byte-level BPE tokenizer")
-    train.add_argument("--vocab-size", type=int, default=8192)
-    train.add_argument("--output", type=Path, required=True)
-    train.add_argument("--input", nargs="+", default=[BUILTIN], help="JSONL files (.gz/.xz) or 'builtin'")
-    train.add_argument("--text-key", default="text")
-    info = sub.add_parser("info", help="print a tokenizer's vocab size, special ids and fingerprint")
-    info.add_argument("tokenizer", help="'builtin' or a tokenizer directory")
-    args = parser.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.command == "train":
+        try:  # the text key, in every input, before training starts
+            for name in args.input:
+                check_jsonl(name, args.text_key)
+        except ValueError as exc:
+            p.error(f"argument --input: {exc}")
         paths = [resolve_input(name) for name in args.input]
-        texts = (text for path in paths for text in iter_texts(path, args.text_key))
+        texts = (doc for path in paths for doc in iter_texts(path, args.text_key))
         out = train_bpe_tokenizer(texts, args.vocab_size, args.output)
         print(f"wrote {out}")
         return

@@ -6,7 +6,7 @@ import shutil
 
 from bitcpm.evaluation.harness import check_tasks, primary_metric, run_tasks, task_manager
 from bitcpm.evaluation.scores import format_retention, log_results, metric_key, retention
-from bitcpm.evaluation.target import Target, baseline_of, resolve_target
+from bitcpm.evaluation.target import Target, baseline_spec, check_sources, resolve_target
 
 
 def _tracking_uri(target: Target, override: str | None) -> str | None:
@@ -58,17 +58,18 @@ def _cleanup(target: Target) -> None:
 def evaluate(path: str, options: dict[str, str]) -> int:
     """Evaluate `path` (and its baseline); returns the exit status."""
     tasks = [t for t in options["tasks"].split(",") if t]
-    check_tasks(tasks, task_manager(options.get("task_dir")))  # before any export
-    target = resolve_target(path, options.get("export_dir"))
+    spec = baseline_spec(path, options.get("baseline"))  # baseline=auto found and checked before any export
+    check_sources(path, spec)
+    check_tasks(tasks, task_manager(options.get("task_dir")))
+    target = resolve_target(path, options.get("export_dir"), verified=True)
     try:
         results = _evaluate_one(target, options, tasks)
     finally:
         _cleanup(target)
     run_id = _log(target, options, results)
-    if "baseline" not in options:
+    if spec is None:
         return 0
-    spec = baseline_of(target) if options["baseline"] == "auto" else options["baseline"]
-    base = resolve_target(spec, None)
+    base = resolve_target(spec, None, verified=True)
     try:
         base_results = _evaluate_one(base, options, tasks)
     finally:

@@ -41,8 +41,20 @@ def _from_export(path: Path) -> Target:
     return Target(hf_dir=path, label=run_dir.name, job=job, run_dir=run_dir, mlflow_run_id=record.get("mlflow_run_id"))
 
 
-def resolve_target(path: str | Path, export_dir: str | None) -> Target:
-    """An HF export as is; a bitcpm run or checkpoint exported (llama layout, fp32) and verified first."""
+def check_sources(*paths: str | Path | None) -> None:
+    """The checkpoints of the bitcpm runs among paths match their manifests (before the harness indexes its
+    tasks and anything is exported); a damaged one is one line naming its file."""
+    from bitcpm.export.source import resolve
+    from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
+
+    for path in paths:
+        if path is not None and not is_hf_checkpoint(path):
+            resolve(path)
+
+
+def resolve_target(path: str | Path, export_dir: str | None, verified: bool = False) -> Target:
+    """An HF export as is; a bitcpm run or checkpoint exported (llama layout, fp32) and verified first (its files
+    against its manifest too, unless `verified`: check_sources did)."""
     from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
 
     if is_hf_checkpoint(path):
@@ -50,7 +62,7 @@ def resolve_target(path: str | Path, export_dir: str | None) -> Target:
     from bitcpm.export.hf import verify_hf, write_hf
     from bitcpm.export.source import open_source
 
-    source = open_source(path)
+    source = open_source(path, verified=verified)
     out = Path(export_dir) if export_dir else Path(tempfile.mkdtemp(prefix="bitcpm-eval-")) / source.run_dir.name
     write_hf(source, out, "llama", "fp32")
     check = verify_hf(out, source)
@@ -66,8 +78,19 @@ def resolve_target(path: str | Path, export_dir: str | None) -> Target:
     )
 
 
-def baseline_of(target: Target) -> str:
-    """baseline=auto: the run the target's stage started from (its stage.init_from)."""
-    if target.job is None or not target.job.stage.init_from:
+def baseline_spec(path: str | Path, baseline: str | None) -> str | None:
+    """What baseline= names, read before anything is exported: `auto` is the target's stage.init_from (checked to
+    be a run or Hugging Face directory); None without a baseline."""
+    if baseline != "auto":
+        return baseline
+    from bitcpm.export.inputs import run_job, run_or_hf
+    from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
+
+    job = _from_export(Path(path)).job if is_hf_checkpoint(path) else run_job(path)[1]
+    if job is None or not job.stage.init_from:
         raise ValueError("baseline=auto: the target has no stage.init_from to compare with; pass baseline=RUN")
-    return target.job.stage.init_from
+    try:
+        run_or_hf(job.stage.init_from)
+    except ValueError as exc:
+        raise ValueError(f"baseline=auto: the target's stage.init_from: {exc}") from None
+    return job.stage.init_from

@@ -86,6 +86,8 @@ def write_packed(source: Source, out: Path, bits: str, scale_dtype: str = "bf16"
     """Write the packed file; returns a one-line size report (bits per weight including scales)."""
     from safetensors.torch import save_file
 
+    if not source.job.quant.enabled:  # nothing would be packed (the command line refuses such a run first)
+        raise ValueError(f"export packed: {source.run_dir} is a full-precision run: it has no ternary weights")
     cfg = source.job.model
     dtype = torch.bfloat16 if scale_dtype == "bf16" else torch.float32
     tensors = dict(reference_tensors(source, scale_dtype))

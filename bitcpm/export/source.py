@@ -28,9 +28,10 @@ class Source:
     """The training run's MLflow run (evaluations log into it)."""
 
 
-def resolve(path: str | Path) -> tuple[Path, Path]:
+def resolve(path: str | Path, verify: bool = True) -> tuple[Path, Path]:
     """(run directory, checkpoint directory) of a run directory or one of its checkpoints, its files checked
-    against the checkpoint's manifest (DamagedCheckpointError, a ValueError, names the first bad file)."""
+    against the checkpoint's manifest unless verify=False (DamagedCheckpointError, a ValueError, names the first
+    bad file)."""
     from bitcpm.config.checkpoint_manifest import require_usable
     from bitcpm.training.stage import resolve_checkpoint
 
@@ -38,7 +39,8 @@ def resolve(path: str | Path) -> tuple[Path, Path]:
     run_dir = ckpt_dir.parent.parent
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{path}: no config.yaml in {run_dir} (is it a bitcpm run?)")
-    require_usable(ckpt_dir, str(path))  # before the model is built: a damaged source is one line, not a traceback
+    if verify:  # before the model is built: a damaged source is one line, not a traceback
+        require_usable(ckpt_dir, str(path))
     return run_dir, ckpt_dir
 
 
@@ -79,11 +81,12 @@ def _load_weights(ckpt_dir: Path, model: torch.nn.Module) -> str | None:
     return ckpt.load_model_weights(ckpt_dir, [model], verified=True).get("mlflow_run_id")  # resolve() checked it
 
 
-def open_source(path: str | Path) -> Source:
-    """RUN_OR_CHECKPOINT -> its config and a tp=1 fp32 megatron model holding the trained weights."""
+def open_source(path: str | Path, verified: bool = False) -> Source:
+    """RUN_OR_CHECKPOINT -> its config and a tp=1 fp32 megatron model holding the trained weights (verified: the
+    caller has checked the checkpoint's files against its manifest already)."""
     from bitcpm.config.load import load_job
 
-    run_dir, ckpt_dir = resolve(path)
+    run_dir, ckpt_dir = resolve(path, verify=not verified)
     job = load_job(run_dir / "config.yaml")
     model = build_single_rank(job)
     run_id = _load_weights(ckpt_dir, model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 from omegaconf import DictConfig
 
@@ -56,20 +57,38 @@ def run_task(cfg: DictConfig) -> int:
 def check_command_line_types(argv: list[str]) -> None:
     """Type-check the command line's overrides before Hydra merges them (Hydra's merge errors lose the key).
 
-    Hydra's own argument parser separates the overrides; sweep values are checked per member later.
+    Hydra's own argument parser separates the overrides (a malformed command line is one line here, not Hydra's
+    usage block); sweep values are checked per member later.
     """
     from hydra._internal.utils import get_args_parser
 
+    from bitcpm.config.errors import ConfigError
     from bitcpm.config.root import JobConfig
     from bitcpm.config.typecheck import check_override_types
 
     if "--version" in argv:  # argparse would print it here, and Hydra again
         return
+    parser = get_args_parser()
+
+    def refuse(message: str) -> NoReturn:  # argparse would print Hydra's whole usage block first
+        raise ConfigError(" ".join(message.split()))
+
+    parser.error = refuse  # type: ignore[method-assign]
     try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:  # a malformed command line: Hydra itself reports it below
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help and friends: Hydra answers them below
         return
     check_override_types(list(args.overrides or []), JobConfig)
+    if args.multirun:  # Hydra's sweeper writes into train.output_root/multirun before any member is checked
+        from bitcpm.config.arguments import output_dir
+
+        for override in args.overrides or []:
+            key, _, value = override.partition("=")
+            if key == "train.output_root" and "," not in value:
+                try:
+                    output_dir(value)
+                except ValueError as exc:
+                    raise ConfigError(f"train.output_root={value}: {exc}") from None
 
 
 def run(argv: list[str]) -> int:

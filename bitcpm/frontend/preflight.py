@@ -2,9 +2,10 @@
 
 Order: value ranges and choices of every key (bitcpm.config.ranges), the cross-group rules
 (bitcpm.config.validate), then what lies outside the config: a Hugging Face stage.init_from against the
-model, optional packages the job needs, data inputs, the tokenizer and the checkpoints a stage starts from
-(complete, of a fitting model, files intact). Each failure is one ConfigError line naming the key. Hardware
-stacks (CUDA, torch_npu, MindSpeed) are checked where the job runs instead.
+model, optional packages the job needs, data inputs (whole jsonl files), the directories it writes, the
+tokenizer and the checkpoints a stage starts from (complete, of a fitting model, files intact). Each failure
+is one ConfigError line naming the key. Hardware stacks (CUDA, torch_npu, MindSpeed) are checked where the job
+runs instead.
 
 These checks read files through data/ and models/, so they belong to the front end: config/ holds the
 rules about the config's values alone.
@@ -20,6 +21,7 @@ from omegaconf import OmegaConf
 from bitcpm.config.checkpoint_manifest import DamagedCheckpointError, Verdict, accept, verify
 from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint
 from bitcpm.config.errors import ConfigError, parse_tokens
+from bitcpm.config.load import load_job
 from bitcpm.config.root import JobConfig
 from bitcpm.config.validate import validate
 
@@ -74,11 +76,35 @@ def check_hf_init_from(job: JobConfig) -> None:
 
 
 def check_data_inputs(job: JobConfig) -> None:
-    """Every data source's input files exist (or are the built-in corpus)."""
+    """Every data source's inputs are whole jsonl files of data.text_key texts (or the built-in corpus), with
+    documents enough for a validation split (bitcpm.data.sources.check_jsonl: small files are read whole)."""
+    from bitcpm.data.sources import check_jsonl
+
     for i, source in enumerate(job.data.sources):
+        counts = []
         for name in source.inputs:
-            if name != "builtin" and not Path(name).is_file():
+            if name != "builtin" and not Path(name).exists():
                 raise ConfigError(f"data.sources[{i}].inputs: {name} not found (a jsonl file, .gz/.xz, or builtin)")
+            try:
+                counts.append(check_jsonl(name, job.data.text_key))
+            except ValueError as exc:
+                raise ConfigError(f"data.sources[{i}].inputs: {exc}") from None
+        if source.inputs and None not in counts and sum(counts) < 2:
+            raise ConfigError(
+                f"data.sources[{i}].inputs: {sum(counts)} document(s) in {', '.join(source.inputs)}; the "
+                f"validation split (data.valid_fraction={job.data.valid_fraction}) needs at least 2"
+            )
+
+
+def check_output_dirs(job: JobConfig) -> None:
+    """The directories a job writes into are directories (or can be created)."""
+    from bitcpm.config.arguments import output_dir
+
+    for key, value in (("train.output_root", job.train.output_root), ("data.cache_dir", job.data.cache_dir)):
+        try:
+            output_dir(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}={value}: {exc}") from None
 
 
 def check_megatron_data(job: JobConfig) -> None:
@@ -118,6 +144,7 @@ def _stored_model(key: str, value: str, checkpoint: Path) -> dict:
     if not config.is_file():
         raise ConfigError(f"{key}={value}: {config} not found (is it a bitcpm run?)")
     try:
+        load_job(config)  # the whole file types as a job (a truncated one may still parse as YAML)
         stored = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
     except Exception as exc:  # a truncated or hand-edited file: say which one
         raise ConfigError(f"{key}={value}: cannot read {config} ({_one_line(exc)})") from None
@@ -176,6 +203,7 @@ def preflight(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> No
     validate(job)  # the per-leaf ranges first, then the rules across keys
     check_hf_init_from(job)
     check_extras(job)
+    check_output_dirs(job)
     check_megatron_data(job)  # first: a source that names both inputs and a prefix is refused as such
     check_data_inputs(job)
     check_tokenizer(job)

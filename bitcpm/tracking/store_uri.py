@@ -24,6 +24,23 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path)
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def unreadable_store(uri: str) -> str | None:
+    """Why a store that is only read (a study's runs) cannot be: a sqlite file that is missing or is not a
+    database (opening it would create an empty store, or fail deep inside MLflow); None when it can be."""
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    if not path.is_file():
+        return f"no MLflow store at {path}"
+    with open(path, "rb") as handle:
+        if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            return f"{path} is not an SQLite database"
+    return None
+
+
 def resolve_experiment(name: str | None) -> str:
     """The experiment to use: tracking.experiment, else $MLFLOW_EXPERIMENT_NAME, else 'bitcpm'."""
     return name or os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT

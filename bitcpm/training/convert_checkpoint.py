@@ -6,19 +6,23 @@ Runs in one CPU process: the tp shards are merged into full tensors (weights and
 megatron's partition_dim/partition_stride of each parameter), loaded into the model built from the run's
 config.yaml, and saved through the new checkpoint writer in place of the old directory, which is kept
 next to it as legacy_step_XXXXXXXX. The converted checkpoint resumes at any layout and, like every checkpoint
-written now, carries a MANIFEST.json of its files.
+written now, carries a MANIFEST.json of its files. Every directory given is checked before the first is converted
+(complete, old-format shards that read whole, the run's config.yaml beside it): a bad one is one line, exit 2.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bitcpm.config.arguments import Kind, OneLineParser
 from bitcpm.models.tp_shards import merge_shards
 from bitcpm.training import checkpoint as ckpt
 
@@ -46,8 +50,13 @@ def _first_sentence(exc: BaseException) -> str:
     return " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
 
 
-def read_legacy(ckpt_dir: Path) -> list[dict[str, Any]]:
-    """The per-tp-rank states of an old checkpoint, tp rank order."""
+def check_legacy(ckpt_dir: Path) -> list[Path]:
+    """The shard files of an old checkpoint, tp rank order, checked without loading them: the directory is a
+    complete old-format checkpoint with the run's config.yaml beside it, and every shard is a whole torch file."""
+    if not ckpt_dir.exists():
+        raise ConvertError(f"{ckpt_dir}: no such checkpoint directory")
+    if not ckpt_dir.is_dir():
+        raise ConvertError(f"{ckpt_dir}: is a file, expected an old checkpoint directory (RUN_DIR/checkpoints/step_N)")
     if not (ckpt_dir / ckpt.COMPLETE).exists():
         raise ConvertError(f"{ckpt_dir}: not a complete checkpoint (no {ckpt.COMPLETE} marker)")
     files = sorted(ckpt_dir.glob("shard_tp*_pp00.pt"))
@@ -55,7 +64,23 @@ def read_legacy(ckpt_dir: Path) -> list[dict[str, Any]]:
         raise ConvertError(f"{ckpt_dir}: no shard_tpXX_pp00.pt files (already converted, or not a bitcpm checkpoint)")
     if any(ckpt_dir.glob("shard_tp*_pp0[1-9].pt")):
         raise ConvertError(f"{ckpt_dir}: pipeline-parallel shards; earlier bitcpm versions never wrote them")
-    shards = [_load_shard(f) for f in files]
+    for file in files:  # torch files are zip archives: their checksums find a truncated or damaged shard
+        try:
+            with zipfile.ZipFile(file) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise ConvertError(f"{file}: cannot be read, the file is damaged ({_first_sentence(exc)})") from None
+        if bad is not None:
+            raise ConvertError(f"{file}: cannot be read, the file is damaged ({bad} fails its checksum)")
+    config = ckpt_dir.resolve().parent.parent / "config.yaml"
+    if not config.is_file():
+        raise ConvertError(f"{config} not found: the converter builds the model from the run's config")
+    return files
+
+
+def read_legacy(ckpt_dir: Path) -> list[dict[str, Any]]:
+    """The per-tp-rank states of an old checkpoint, tp rank order."""
+    shards = [_load_shard(f) for f in check_legacy(ckpt_dir)]
     if "optimizer" not in shards[0]:  # model shards beside optim_rankNNNNN.pt files: a development build's
         raise ConvertError(
             f"{ckpt_dir}: written by an interim development build (optim_rank*.pt files), whose optimizer "
@@ -128,19 +153,34 @@ def convert(ckpt_dir: Path) -> Path:
     return kept
 
 
+def _legacy_argument(value: str) -> Path:
+    check_legacy(Path(value))
+    return Path(value)
+
+
+LEGACY_CHECKPOINT = Kind("legacy_checkpoint", _legacy_argument)
+"""A checkpoint directory of an earlier bitcpm version (shard_tpXX_pp00.pt files)."""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line; every directory is checked as it is read, before the first conversion."""
+    p = OneLineParser(prog="python -m bitcpm.training.convert_checkpoint", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "checkpoints", nargs="+", type=LEGACY_CHECKPOINT, help="OLD_CHECKPOINT_DIR (RUN_DIR/checkpoints/step_N)"
+    )
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: convert each checkpoint directory given."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m bitcpm.training.convert_checkpoint OLD_CHECKPOINT_DIR [...]", file=sys.stderr)
-        return 2
-    for arg in args:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    for path in args.checkpoints:
         try:
-            kept = convert(Path(arg))
+            kept = convert(path)
         except (ConvertError, FileNotFoundError) as exc:
             print(f"bitcpm: error: {exc}", file=sys.stderr)
             return 2
-        print(f"bitcpm: converted {arg} to the torch_dist format (old files kept in {kept})")
+        print(f"bitcpm: converted {path} to the torch_dist format (old files kept in {kept})")
     return 0
 
 

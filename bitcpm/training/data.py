@@ -50,9 +50,14 @@ def build_training_data(cfg: DataConfig, seq_length: int, is_main: bool, vocab_s
             )
     train = [p.windows("train", seq_length) for p in prepared]
     valid = [p.windows("valid", seq_length) for p in prepared]
-    for src, t, v in zip(cfg.sources, train, valid, strict=True):
+    for i, (src, t, v) in enumerate(zip(cfg.sources, train, valid, strict=True)):
         if len(t) == 0 or len(v) == 0:
-            raise ValueError(f"data source '{src.name}' is too small for train.seq_length={seq_length}")
+            key = f"data.sources[{i}].megatron_prefix" if src.megatron_prefix else f"data.sources[{i}].inputs"
+            empty = "training" if len(t) == 0 else "validation"
+            raise ValueError(
+                f"{key}: its {empty} split holds less than one window of train.seq_length={seq_length} + 1 tokens "
+                f"(source '{src.name}')"
+            )
     weights = [s.weight for s in cfg.sources]
     return TrainingData(
         train=train,

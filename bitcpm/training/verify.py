@@ -13,11 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bitcpm.config.arguments import InputError, Kind, OneLineParser
 from bitcpm.config.checkpoint_manifest import ALGORITHM, Verdict, verify
 from bitcpm.config.checkpoints import COMPLETE
 from bitcpm.training.checkpoint_progress import human_bytes
-
-_USAGE = "usage: python -m bitcpm.training.verify RUN_DIR_OR_CHECKPOINT_DIR"
 
 
 def _step_of(path: Path) -> int | None:
@@ -50,24 +49,32 @@ def describe(verdict: Verdict) -> str:
     return f"{where}: no manifest (unverifiable: written before bitcpm recorded one)"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: report every checkpoint the argument names; the exit status says whether the newest can be loaded."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0].startswith("-"):
-        print(_USAGE, file=sys.stderr)
-        return 2
-    path = Path(args[0])
+def _checkpoints_argument(value: str) -> tuple[Path, list[Path]]:
+    path = Path(value)
     if not path.exists():
-        print(f"bitcpm: error: {path}: no such file or directory", file=sys.stderr)
-        return 2
+        raise InputError(f"{path}: no such file or directory")
     found = checkpoints_at(path) if path.is_dir() else None
     if found is None:
-        print(
-            f"bitcpm: error: {path}: not a bitcpm run or checkpoint directory (no checkpoints/, config.yaml "
-            f"or {COMPLETE} marker)",
-            file=sys.stderr,
+        raise InputError(
+            f"{path}: not a bitcpm run or checkpoint directory (no checkpoints/, config.yaml or {COMPLETE} marker)"
         )
-        return 2
+    return path, found
+
+
+RUN_OR_CHECKPOINT = Kind("checkpoints", _checkpoints_argument)
+"""A run directory, its checkpoints/ folder or one checkpoint directory."""
+
+
+def parser() -> OneLineParser:
+    """The command line: one path, checked as it is read."""
+    p = OneLineParser(prog="python -m bitcpm.training.verify", description=__doc__.splitlines()[0])
+    p.add_argument("path", type=RUN_OR_CHECKPOINT, metavar="RUN_DIR_OR_CHECKPOINT_DIR")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: report every checkpoint the argument names; the exit status says whether the newest can be loaded."""
+    path, found = parser().parse_args(sys.argv[1:] if argv is None else argv).path
     verdicts = []
     for ckpt_dir in found:
         if not (ckpt_dir / COMPLETE).is_file():

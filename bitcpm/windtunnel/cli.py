@@ -1,4 +1,5 @@
-"""Command line of the wind tunnel: one sub-command per job, bad arguments exit 2 with one line."""
+"""Command line of the wind tunnel: one sub-command per job; every argument declares its kind (checked when the
+command line is read, before any work), and a bad one exits 2 with one line."""
 
 from __future__ import annotations
 
@@ -6,33 +7,51 @@ import argparse
 import sys
 from pathlib import Path
 
+from bitcpm.config.arguments import OUTPUT_DIR, OVERRIDES, Kind, OneLineParser, number, text
+from bitcpm.config.ranges import AT_LEAST_1, POSITIVE, SEED
 from bitcpm.windtunnel.widths import parse_widths
+
+
+def _coord_widths(value: str) -> list[int]:
+    widths = parse_widths(value)
+    if len(widths) < 4:
+        raise ValueError(f"{value}: the coord check needs at least 4 widths")
+    return widths
+
+
+WIDTHS = Kind("widths", _coord_widths)
+"""Hidden sizes, comma-separated."""
+STORE_OVERRIDES = Kind("store_overrides", str)
+"""Tracking overrides naming an MLflow store that holds a study (it must exist: it is read, never created)."""
 
 
 def _coordcheck(sub) -> None:
     p = sub.add_parser("coordcheck", help="activation / update size against width (muP coordinate check)")
     # 16x, the span of microsoft/mup's examples (2^7-2^11), at a CPU's cost; models narrower than 64 sit in the
     # finite-width transient of the update effects (README, "Coord check").
-    widths = "64,128,256,512,1024"
-    p.add_argument("--widths", default=widths, help="hidden sizes, comma-separated (at least 4, spanning at least 16x)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per width (init and batch); the fit uses their mean")
+    widths = [64, 128, 256, 512, 1024]
+    p.add_argument("--widths", type=WIDTHS, default=widths, help="hidden sizes, comma-separated (>= 4, >= 16x apart)")
+    seeds = "seeds per width (init and batch); the fit uses their mean"
+    p.add_argument("--seeds", type=number(int, AT_LEAST_1), default=3, help=seeds)
     # The logits need a few steps to leave their vanishing init.
-    p.add_argument("--steps", type=int, default=8, help="optimizer steps per width")
-    p.add_argument("--lr", type=float, default=1e-2, help="base learning rate (constant)")
-    p.add_argument("--batch", type=int, default=1, help="sequences in the one training batch")
-    p.add_argument("--seq-length", type=int, default=32, help="tokens per sequence")
-    p.add_argument("--head-dim", type=int, default=32, help="head size kept fixed across widths")
-    p.add_argument("--tolerance", type=float, default=0.3, help="largest |slope| of log size against log width")
-    p.add_argument("--seed", type=int, default=0, help="first seed (then seed+1, ...)")
-    p.add_argument("--out", type=Path, default=Path("outputs/windtunnel/coordcheck"), help="PNG and JSON go here")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides of the base job (model=..., quant=..., ...)")
+    p.add_argument("--steps", type=number(int, AT_LEAST_1), default=8, help="optimizer steps per width")
+    p.add_argument("--lr", type=number(float, POSITIVE), default=1e-2, help="base learning rate (constant)")
+    p.add_argument("--batch", type=number(int, AT_LEAST_1), default=1, help="sequences in the one training batch")
+    p.add_argument("--seq-length", type=number(int, AT_LEAST_1), default=32, help="tokens per sequence")
+    p.add_argument("--head-dim", type=number(int, AT_LEAST_1), default=32, help="head size kept fixed across widths")
+    tolerance = "largest |slope| of log size against log width"
+    p.add_argument("--tolerance", type=number(float, POSITIVE), default=0.3, help=tolerance)
+    p.add_argument("--seed", type=number(int, SEED), default=0, help="first seed (then seed+1, ...)")
+    out = Path("outputs/windtunnel/coordcheck")
+    p.add_argument("--out", type=OUTPUT_DIR, default=out, help="PNG and JSON go here")
+    p.add_argument("overrides", nargs="*", type=OVERRIDES, help="Hydra overrides of the base job (model=..., ...)")
 
 
 def _run_coordcheck(a: argparse.Namespace) -> int:
     from bitcpm.windtunnel.coordcheck_command import CoordCheckArgs, run_coord_check
 
     args = CoordCheckArgs(
-        parse_widths(a.widths),
+        a.widths,
         a.steps,
         a.lr,
         a.batch,
@@ -43,7 +62,7 @@ def _run_coordcheck(a: argparse.Namespace) -> int:
         a.out,
         list(a.overrides),
         seeds=a.seeds,
-    )  # refuses too few widths, a span under 16x, no seeds (ValueError: one line, exit 2)
+    )  # refuses a span under 16x (ValueError: one line, exit 2)
     return run_coord_check(args)
 
 
@@ -64,9 +83,10 @@ def _run_search(a: argparse.Namespace) -> int:
 
 def _report(sub) -> None:
     p = sub.add_parser("report", help="read a study back from MLflow: loss against lr per width, tables")
-    p.add_argument("study", help="study name (the bitcpm.study tag of its parent run)")
-    p.add_argument("--out", type=Path, default=Path("outputs/windtunnel/reports"), help="PNG and markdown go here")
-    p.add_argument("overrides", nargs="*", help="tracking overrides naming the store (tracking.uri=...)")
+    p.add_argument("study", type=text("study name"), help="study name (the bitcpm.study tag of its parent run)")
+    out = Path("outputs/windtunnel/reports")
+    p.add_argument("--out", type=OUTPUT_DIR, default=out, help="PNG and markdown go here")
+    p.add_argument("overrides", nargs="*", type=STORE_OVERRIDES, help="tracking overrides naming the store")
 
 
 def _run_report(a: argparse.Namespace) -> int:
@@ -77,18 +97,21 @@ def _run_report(a: argparse.Namespace) -> int:
 
 def _transfer(sub) -> None:
     p = sub.add_parser("transfer", help="write a study's best base hyperparameters as conf/experiment/NAME.yaml")
-    p.add_argument("study", help="study name (the bitcpm.study tag of its parent run)")
-    p.add_argument("--target", required=True, help="model preset to train with them (8b, 1b, ...)")
-    p.add_argument("--name", required=True, help="experiment name: python -m bitcpm.train experiment=NAME")
-    p.add_argument("--config-dir", type=Path, default=None, help="your config directory (default: the shipped conf/)")
+    p.add_argument("study", type=text("study name"), help="study name (the bitcpm.study tag of its parent run)")
+    target = "model preset to train with them (8b, 1b, ...)"
+    p.add_argument("--target", type=text("model preset name"), required=True, help=target)
+    name = "experiment name: python -m bitcpm.train experiment=NAME"
+    p.add_argument("--name", type=text("experiment name"), required=True, help=name)
+    config_dir = "your config directory, created if need be (default: the shipped conf/)"
+    p.add_argument("--config-dir", type=OUTPUT_DIR, default=None, help=config_dir)
     p.add_argument("--force", action="store_true", help="overwrite an existing experiment of that name")
-    p.add_argument("overrides", nargs="*", help="tracking overrides naming the store (tracking.uri=...)")
+    p.add_argument("overrides", nargs="*", type=STORE_OVERRIDES, help="tracking overrides naming the store")
 
 
 def _run_transfer(a: argparse.Namespace) -> int:
     from bitcpm.windtunnel.transfer import run_transfer
 
-    config_dir = a.config_dir.resolve() if a.config_dir else None
+    config_dir = Path(a.config_dir).resolve() if a.config_dir else None
     return run_transfer(a.study, a.target, a.name, config_dir, a.force, list(a.overrides))
 
 
@@ -102,7 +125,7 @@ COMMANDS = {
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    p = argparse.ArgumentParser(prog="python -m bitcpm.windtunnel", description=__doc__)
+    p = OneLineParser(prog="python -m bitcpm.windtunnel", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)

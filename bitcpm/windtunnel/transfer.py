@@ -11,6 +11,7 @@ prints what that changes for the target's tensors.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 from bitcpm.config.model import ModelConfig
@@ -82,19 +83,28 @@ def run_transfer(study: str, target: str, name: str, config_dir: Path | None, fo
     from bitcpm.frontend.compose import CommandLine, compose_job
     from bitcpm.presets import conf_dir
     from bitcpm.tracking.client import open_client
-    from bitcpm.windtunnel.tracking import experiment_name, store_uri
+    from bitcpm.windtunnel.report_command import study_store
+    from bitcpm.windtunnel.tracking import experiment_name
 
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"--name={name}: use letters, digits, '-' and '_' only")
-    job = compose_job(CommandLine(), overrides, check_rules=False)
-    client = open_client(store_uri(job.tracking))
-    params, run_id, loss = best_base(client, experiment_name(job.tracking), study)
-    values = {key: _number(params[key]) for key in BASE_KEYS}
     folder = (config_dir or conf_dir()) / "experiment"
     path = folder / f"{name}.yaml"
     if path.exists() and not force:
         raise ValueError(f"--name={name}: {path} exists (pass --force to overwrite)")
-    before = compose_job(CommandLine(), [f"model={target}"], check_rules=False)
+    job = compose_job(CommandLine(), overrides, check_rules=False)
+    given = CommandLine(config_dirs=[str(config_dir)] if config_dir and config_dir.is_dir() else [])
+    try:  # the target preset (the shipped ones, or the user's), before the store is read
+        before = compose_job(given, [f"model={target}"], check_rules=False)
+    except Exception as exc:
+        from bitcpm.config.errors import ConfigError
+        from bitcpm.frontend.compose import one_line_error
+
+        raise ConfigError(f"--target={target}: {one_line_error(exc)}") from None
+    client = open_client(study_store(job.tracking))
+    params, run_id, loss = best_base(client, experiment_name(job.tracking), study)
+    values = {key: _number(params[key]) for key in BASE_KEYS}
+    created = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)  # the top-most new one
     folder.mkdir(parents=True, exist_ok=True)
     flag = f"--config-dir {config_dir} " if config_dir else ""
     train = f"python -m bitcpm.train {flag}experiment={name}"
@@ -104,6 +114,8 @@ def run_transfer(study: str, target: str, name: str, config_dir: Path | None, fo
         after = compose_job(cmd, [f"experiment={name}"])
     except Exception:
         path.unlink()  # never leave a preset behind that does not validate
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     print(f"transfer {study} -> model={target}: wrote {path}")
     print(f"  base values from trial run {run_id} (validation loss {loss:.4f}, width {params['model.hidden_size']})")

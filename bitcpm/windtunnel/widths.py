@@ -10,9 +10,9 @@ def parse_widths(text: str) -> list[int]:
     try:
         widths = sorted({int(w) for w in text.split(",") if w.strip()})
     except ValueError:
-        raise ValueError(f"--widths={text}: expected comma-separated integers") from None
+        raise ValueError(f"{text}: expected comma-separated integers") from None
     if not widths or widths[0] <= 0:
-        raise ValueError(f"--widths={text}: expected positive integers")
+        raise ValueError(f"{text}: expected positive integers")
     return widths
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.quick
 
 def test_missing_data_input_names_the_source_key(tmp_path: Path) -> None:
     good = tmp_path / "a.jsonl"
-    good.write_text(json.dumps({"text": "hello"}) + "\n")
+    good.write_text(json.dumps({"text": "hello"}) + "\n" + json.dumps({"text": "world"}) + "\n")  # train + valid
     message = config_error(
         [f"data.sources=[{{inputs: [{good}]}}, {{name: b, inputs: [builtin, {tmp_path}/none.jsonl]}}]"]
     )

@@ -67,5 +67,6 @@ def test_converter_refuses_what_it_cannot_convert(tmp_path: Path) -> None:
     proc = run_module("bitcpm.training.convert_checkpoint", [str(tmp_path / "step_00000002")], REPO, env=_env())
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"bitcpm: error: {tmp_path / 'step_00000002'}: not a complete checkpoint (no COMPLETE marker)"
+        "python -m bitcpm.training.convert_checkpoint: error: argument checkpoints: "
+        f"{tmp_path / 'step_00000002'}: not a complete checkpoint (no COMPLETE marker)"
     ]

@@ -85,12 +85,16 @@ def test_eval_logs_accuracy_and_retention(tmp_path: Path, trained_pair: TrainedP
 def test_bad_arguments_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from bitcpm.eval import main
 
+    hf = tmp_path / "hf"  # a Hugging Face directory as the target: only its config and weights header are read
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "llama"}')
+    (hf / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     for args, message in (
         (["tasks=x", "colour=red"], "colour: unknown key"),
         ([], "tasks: required"),
-        (["tasks=x", "limit=ten"], "limit=ten: expected a positive integer"),
+        (["tasks=x", "limit=ten"], "limit: 'ten': expected an integer"),
         (["tasks=no_such_task", f"task_dir={tmp_path}"], "'no_such_task' is neither a registry task"),
     ):
-        assert main([str(tmp_path), *args]) == 2
+        assert main([str(hf), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, err

@@ -41,3 +41,30 @@ def test_packed_round_trip_is_bit_exact(tmp_path: Path, trained_pair: TrainedPai
         assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor), name
     # the file is smaller than the bf16 export by what the projections save
     assert packed.stat().st_size < (hf / "model.safetensors").stat().st_size
+
+
+def test_a_full_precision_run_is_refused_in_one_line(tmp_path: Path, trained_pair: TrainedPair) -> None:  # noqa: F811
+    """The trained full-precision run has no ternary weights: one line naming it, nothing written (this used to end
+    in a ZeroDivisionError traceback after the packing)."""
+    for fmt in ("packed", "gguf"):
+        out = tmp_path / f"model.{fmt}"
+        proc = _run(fmt, str(trained_pair.pretrain), str(out))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert str(trained_pair.pretrain) in lines[0] and "full-precision run" in lines[0]
+        assert not out.exists()
+
+
+def test_an_export_that_fails_part_way_leaves_nothing(tmp_path: Path, trained_pair: TrainedPair, monkeypatch) -> None:  # noqa: F811
+    import bitcpm.export.packed as packed
+    from bitcpm.export.__main__ import main
+
+    def crash(path: Path, source) -> None:
+        assert path.is_file()  # written, then the verification fails
+        raise RuntimeError("verification crashed")
+
+    monkeypatch.setattr(packed, "verify_packed", crash)
+    out = tmp_path / "new" / "dirs" / "model.packed.safetensors"
+    with pytest.raises(RuntimeError, match="verification crashed"):
+        main(["packed", str(trained_pair.qat), str(out)])
+    assert list(tmp_path.iterdir()) == []

@@ -55,9 +55,13 @@ def check_fields(cfg: ModelConfig, path: Path, hf: dict) -> str:
 def check_hf_init(cfg: ModelConfig, path: str | Path) -> str:
     """Raise HFCheckError (one line) unless the checkpoint loads into cfg; returns its layout."""
     path = Path(path)
-    hf = read_config(path)
+    try:  # a truncated or foreign config.json or weights file: one line naming the directory
+        hf = read_config(path)
+        shapes = tensor_shapes(path)
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise HFCheckError(f"{KEY}={path}: cannot be read ({reason})") from None
     layout = check_fields(cfg, path, hf)
-    shapes = tensor_shapes(path)
     file_tied = bool(hf.get("tie_word_embeddings", "lm_head.weight" not in shapes))
     if layout == "minicpm" and file_tied != cfg.tie_embeddings:
         theirs, ours = str(file_tied).lower(), str(cfg.tie_embeddings).lower()
