@@ -83,6 +83,7 @@ SPECS: dict[type, dict[str, Spec]] = {
     StageConfig: {
         "name": OneOf(("pretrain", "qat", "distill")),
         "init_from": Text("checkpoint or run directory"),
+        "branch_step": AT_LEAST_1,
         "lr": POSITIVE,
         "rewarmup_steps": NON_NEGATIVE,
         "tokens": Custom(parse_tokens, "lots"),
