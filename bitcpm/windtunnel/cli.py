@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bitcpm.windtunnel.ladder_cli import add_ladder, add_predict, run_ladder_args, run_predict_args
 from bitcpm.windtunnel.widths import parse_widths
 
 
@@ -88,6 +89,8 @@ COMMANDS = {
     "search": (_search, _run_search),
     "report": (_report, _run_report),
     "transfer": (_transfer, _run_transfer),
+    "ladder": (add_ladder, run_ladder_args),
+    "predict": (add_predict, run_predict_args),
 }
 
 
