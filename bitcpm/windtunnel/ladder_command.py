@@ -83,14 +83,14 @@ def print_plan(plan: LadderPlan) -> None:
         f"checkpoint every {spec.save_interval}"
     )
     branches = {(r.width, r.precision, r.steps): r for r in plan.branches}
-    header = " ".join(f"{t:>9d}" for t in sorted(spec.steps))
-    print(f"  {'precision':<16s} {'width':>6s} {'N (non-emb.)':>12s} {'stable':>9s} | branches: {header}")
+    budgets = " ".join(f"{f'{t} steps':>10s}" for t in sorted(spec.steps))
+    print(f"  {'precision':<16s} {'width':>6s} {'N (non-emb.)':>12s} {'stable run':>10s} | branches: {budgets}")
     for stable in plan.stable:
         own = [branches[(stable.width, stable.precision, t)] for t in sorted(spec.steps)]
-        state = " ".join(f"{'finished' if b.finished else 'to train':>9s}" for b in own)
+        state = " ".join(f"{'finished' if b.finished else 'to train':>10s}" for b in own)
         n = human(count_params(stable.job.model).non_embedding)
         mark = "finished" if stable.finished else "to train"
-        print(f"  {stable.job.quant.label:<16s} {stable.width:>6d} {n:>12s} {mark:>9s} |           {state}")
+        print(f"  {stable.job.quant.label:<16s} {stable.width:>6d} {n:>12s} {mark:>10s} |           {state}")
 
 
 def _run_batch(cmd: CommandLine, rungs: list[Rung], sweep, offset: int) -> list:
@@ -162,7 +162,9 @@ def _close(sweep, plan: LadderPlan, points_file: Path, points: int) -> None:
     from bitcpm.tracking.client import log_files, open_client
     from bitcpm.windtunnel.tracking import store_uri
 
-    close_sweep(sweep, {"points": float(points)}, {"bitcpm.ladder": plan.spec.name})
+    spec = plan.spec  # as tags too: a widened ladder continues its parent run, whose params cannot change
+    tags = {"bitcpm.ladder": spec.name, "bitcpm.ladder.widths": ",".join(map(str, spec.widths))}
+    close_sweep(sweep, {"points": float(points)}, tags)
     log_files(open_client(store_uri(plan.stable[0].job.tracking)), sweep.parent_id, [points_file], "ladder")
 
 

@@ -99,3 +99,27 @@ def test_the_dry_run_says_what_would_train_and_writes_nothing(tmp_path: Path, ca
     assert list(tmp_path.iterdir()) == []
     assert main(["ladder", "--steps", "5,x"]) == 2
     assert "--steps=5,x: expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_a_finished_ladder_trains_nothing_and_records_its_points_on_its_parent_run(tmp_path: Path, capsys) -> None:
+    from bitcpm.tracking import client as mc
+    from bitcpm.windtunnel.ladder import FAMILY
+    from bitcpm.windtunnel.tracking import find_study_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    extra = ("optim.warmup_steps=2", f"train.output_root={tmp_path / 'out'}", f"tracking.uri={uri}")
+    spec = LadderSpec("t", (32, 64), ("none",), (5, 10), 0.2, 16, (*FAMILY, *extra))
+    _finish(plan_ladder(spec))
+    args = ["ladder", "--name", "t", "--widths", "32,64", "--precisions", "none", "--steps", "5,10", *extra]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "ladder t: 0 of 6 runs to train" in out and out.count("finished earlier, skipped") == 6
+    points = json.loads((tmp_path / "out" / "ladders" / "t" / "points.json").read_text())
+    assert sorted((p["width"], p["tokens"], p["loss"]) for p in points["points"]) == [
+        (w, s * 8 * 128, 5.0) for w in (32, 64) for s in (5, 10)
+    ]
+    assert LadderSpec.from_dict(points["spec"]) == spec
+    client = mc.open_client(uri)
+    parent = find_study_run(client, "windtunnel", "ladder-t")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["points"] == 4
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "ladder")] == ["ladder/points.json"]
