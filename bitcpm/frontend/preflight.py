@@ -4,8 +4,8 @@ Order: value ranges and choices of every key (bitcpm.config.ranges), the cross-g
 (bitcpm.config.validate), then what lies outside the config: a Hugging Face stage.init_from against the
 model, optional packages the job needs, data inputs, the tokenizer and the checkpoints a stage starts from
 (complete, of a fitting model, files intact; a decay branch's source run the same training but for its length
-and decay). Each failure is one ConfigError line naming the key. Hardware
-stacks (CUDA, torch_npu, MindSpeed) are checked where the job runs instead.
+and decay). Each failure is one ConfigError line naming the key. Hardware stacks (CUDA, torch_npu, MindSpeed)
+are checked where the job runs instead.
 
 These checks read files through data/ and models/, so they belong to the front end: config/ holds the
 rules about the config's values alone.
