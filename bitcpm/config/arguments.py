@@ -167,6 +167,18 @@ def choice(values: tuple[str, ...]) -> Kind:
     return Kind("choice", check, (("choices", values),))
 
 
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{value!r}: expected comma-separated integers") from None
+    if not numbers or any(n < 1 for n in numbers):
+        raise InputError(f"{value!r}: expected one or more positive integers, comma-separated")
+    return numbers
+
+
+INT_LIST = Kind("int_list", _int_list)
+"""Positive integers, comma-separated (widths, step budgets)."""
 DIRECTORY = Kind("directory", need_dir)
 OUTPUT_FILE = Kind("output_file", output_file)
 OUTPUT_DIR = Kind("output_dir", output_dir)

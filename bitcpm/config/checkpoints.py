@@ -16,3 +16,8 @@ def complete_checkpoint(path: Path) -> Path | None:
         return None
     done = [p for p in root.glob("step_*") if (p / COMPLETE).is_file() and p.name[5:].isdigit()]
     return max(done, key=lambda p: int(p.name[5:]), default=None)
+
+
+def step_checkpoint(run_dir: Path, step: int) -> Path:
+    """Where run_dir keeps the checkpoint of `step` (complete or not, or absent)."""
+    return run_dir / "checkpoints" / f"step_{step:08d}"

@@ -83,6 +83,7 @@ SPECS: dict[type, dict[str, Spec]] = {
     StageConfig: {
         "name": OneOf(("pretrain", "qat", "distill")),
         "init_from": Text("checkpoint, run or Hugging Face directory", "run_or_hf"),
+        "branch_step": AT_LEAST_1,
         "lr": POSITIVE,
         "rewarmup_steps": NON_NEGATIVE,
         "tokens": Custom(parse_tokens, "lots"),

@@ -13,6 +13,9 @@ class StageConfig:
     """'pretrain' (full precision), 'qat' (ternary from a full-precision start) or 'distill'."""
     init_from: str | None = None
     """Checkpoint or run directory to start from (required by qat and distill)."""
+    branch_step: int | None = None
+    """Continue stage.init_from's run from its checkpoint at this step: weights, optimizer state, step and data
+    position carry over and this run's own schedule takes over (a WSD decay branch). None: weights only, step 0."""
     lr: float | None = None
     """Base lr for this stage before muP per-tensor scaling; None keeps optim.lr."""
     rewarmup_steps: int = 0

@@ -230,6 +230,28 @@ def check_stage_rewarmup(cfg: JobConfig) -> None:
         )
 
 
+def check_branch(cfg: JobConfig) -> None:
+    """A decay branch (stage.branch_step) starts from a run and before its own decay begins."""
+    st = cfg.stage
+    if st.branch_step is None:
+        return
+    if not st.init_from:
+        _fail(f"stage.branch_step={st.branch_step} needs stage.init_from (the run directory to branch from)")
+    if parse_tokens(st.tokens) == "auto":
+        _fail("stage.branch_step: stage.tokens=auto has no meaning for a branch (set train.steps or stage.tokens)")
+    from bitcpm.config.stage_length import stage_length
+
+    steps = stage_length(cfg).steps
+    # The source's lr was constant up to the branch step: the branch equals a run of its own schedule from step 0
+    # only when that schedule has not started decaying there yet.
+    decay_start = steps - math.floor(cfg.optim.decay_fraction * steps)
+    if st.branch_step >= steps or st.branch_step > decay_start:
+        _fail(
+            f"stage.branch_step={st.branch_step} must come before the end ({steps} steps) and no later than "
+            f"the start of this run's decay (step {decay_start}: optim.decay_fraction={cfg.optim.decay_fraction})"
+        )
+
+
 def check_data(cfg: JobConfig) -> None:
     """The mixture names at least one source, each with its inputs."""
     d = cfg.data
@@ -270,6 +292,7 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_stage,
     check_schedule,
     check_stage_rewarmup,
+    check_branch,
     check_data,
     check_launcher,
 )

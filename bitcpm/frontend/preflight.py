@@ -3,9 +3,9 @@
 Order: value ranges and choices of every key (bitcpm.config.ranges), the cross-group rules
 (bitcpm.config.validate), then what lies outside the config: a Hugging Face stage.init_from against the
 model, optional packages the job needs, data inputs (whole jsonl files), the directories it writes, the
-tokenizer and the checkpoints a stage starts from (complete, of a fitting model, files intact). Each failure
-is one ConfigError line naming the key. Hardware stacks (CUDA, torch_npu, MindSpeed) are checked where the job
-runs instead.
+tokenizer and the checkpoints a stage starts from (complete, of a fitting model, files intact; a decay branch's
+source run the same training but for its length and decay). Each failure is one ConfigError line naming the
+key. Hardware stacks (CUDA, torch_npu, MindSpeed) are checked where the job runs instead.
 
 These checks read files through data/ and models/, so they belong to the front end: config/ holds the
 rules about the config's values alone.
@@ -14,12 +14,13 @@ rules about the config's values alone.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from bitcpm.config.checkpoint_manifest import DamagedCheckpointError, Verdict, accept, verify
-from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint
+from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint, step_checkpoint
 from bitcpm.config.errors import ConfigError, parse_tokens
 from bitcpm.config.load import load_job
 from bitcpm.config.root import JobConfig
@@ -169,6 +170,57 @@ def check_intact(key: str, value: str, checkpoint: Path) -> None:
         raise ConfigError(str(exc)) from None
 
 
+# What a decay branch may change against the run it continues: its length and the decay (and what names the run).
+BRANCH_FREE = {"train.steps", "stage.tokens", "stage.init_from", "stage.branch_step"}
+BRANCH_FREE |= {"optim.decay_fraction", "optim.decay_style", "optim.decay_half_life", "optim.min_lr_ratio"}
+
+
+def branch_checkpoint(init_from: str, step: int) -> Path:
+    """The complete checkpoint of `step` in the run directory a decay branch starts from."""
+    checkpoint = step_checkpoint(Path(init_from), step)
+    if not (checkpoint / COMPLETE).is_file():
+        kept = sorted(p.name for p in (Path(init_from) / "checkpoints").glob("step_*") if (p / COMPLETE).is_file())
+        raise ConfigError(
+            f"stage.init_from={init_from}: no complete checkpoint of step {step} (stage.branch_step) there "
+            f"(complete: {', '.join(kept) or 'none'}; save it with train.save_interval and train.keep_checkpoints)"
+        )
+    return checkpoint
+
+
+def check_branch_source(job: JobConfig, config: Path) -> None:
+    """A decay branch continues the same training: its source run differs only in length and decay."""
+    from bitcpm.frontend.rundir import math_relevant
+
+    try:
+        stored = load_job(config)
+    except Exception as exc:  # a foreign or damaged file: say which one
+        raise ConfigError(f"stage.init_from: cannot read {config} ({_one_line(exc)})") from None
+    ours, theirs = _flat(math_relevant(job)), _flat(math_relevant(stored))
+    for key in sorted(set(ours) | set(theirs)):
+        if key not in BRANCH_FREE and ours.get(key) != theirs.get(key):
+            raise ConfigError(
+                f"stage.branch_step: the source run {config.parent} has {key}={theirs.get(key)}, this job "
+                f"{ours.get(key)}: a branch changes only the length and the decay"
+            )
+    source_steps = stored.train.steps
+    flat_until = source_steps - math.floor(stored.optim.decay_fraction * source_steps)
+    if job.stage.branch_step > flat_until:
+        raise ConfigError(
+            f"stage.branch_step={job.stage.branch_step}: the source run {config.parent} decays its lr from step "
+            f"{flat_until}: branch from a stable phase (optim.decay_fraction=0 there)"
+        )
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset()) -> None:
     """init_from and teacher_from name complete, intact checkpoints whose stored model fits this job."""
     from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint  # torch-free; models import config
@@ -182,9 +234,12 @@ def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset(
         path = Path(value)
         if not path.exists():
             raise ConfigError(f"{key}={value}: no such checkpoint or run directory")
-        checkpoint = complete_checkpoint(path)
+        branch = job.stage.branch_step if key == "stage.init_from" else None
+        checkpoint = complete_checkpoint(path) if branch is None else branch_checkpoint(value, branch)
         if checkpoint is None:
             raise ConfigError(f"{key}={value}: no complete checkpoint there (no {COMPLETE} marker)")
+        if branch is not None:
+            check_branch_source(job, checkpoint.parent.parent / "config.yaml")
         stored = _stored_model(key, value, checkpoint)
         # The teacher may be any size; it only has to share the vocabulary with the student.
         keys = MODEL_SHAPE_KEYS if key == "stage.init_from" else ("vocab_size",)

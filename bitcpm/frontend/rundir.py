@@ -18,10 +18,13 @@ def math_relevant(job: JobConfig) -> dict[str, Any]:
     for source in data["sources"]:
         if source.get("megatron_prefix") is None:  # keys added later leave earlier run directories' hashes alone
             source.pop("megatron_prefix", None)
+    stage = asdict(job.stage)
+    if stage["branch_step"] is None:  # likewise: runs that do not branch keep their directories
+        stage.pop("branch_step")
     return {
         "model": asdict(job.model),
         "quant": asdict(job.quant),
-        "stage": asdict(job.stage),
+        "stage": stage,
         "data": data,
         "optim": asdict(job.optim),
         "train": {k: getattr(job.train, k) for k in ("seq_length", "steps", "seed")},

@@ -138,15 +138,15 @@ def run_study(study: Study) -> list[TrialResult]:
     from bitcpm.frontend.dispatch import run_members
 
     members = study.members
+    sweep = study.sweep
+    total = sweep.total if sweep is not None else len(members)
     done = [m for m in members if m.finished()]
     todo = [m for m in members if not m.finished()]
     for m in done:
-        print(f"bitcpm: trial {m.index + 1}/{len(members)} finished earlier, skipped: {m.short_label}", flush=True)
+        print(f"bitcpm: trial {m.index + 1}/{total} finished earlier, skipped: {m.short_label}", flush=True)
     _open_study_run(study)
     pipeline_runs = _tag_trials(study, todo)
-    sweep = study.sweep
     watch = sweep.watch if sweep is not None else None
-    total = sweep.total if sweep is not None else len(members)
     codes = run_members(todo, total, watch.should_stop if watch is not None else None)
     results = {m.index: TrialResult(m, "skipped", 0, member_losses(m)) for m in done}
     for m in todo:

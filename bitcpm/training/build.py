@@ -104,15 +104,18 @@ def param_group_overrides(model_cfg: ModelConfig, eps: float) -> dict:
     hidden_rule, vector_rule = rules[HIDDEN_MATRICES], rules[VECTORS]
     hidden = ParamWithNamePredicate(name="mup_hidden_matrix", fn=lambda param, name: is_hidden_matrix(name, param))
     vector = ParamPredicate(name="vector", fn=lambda param: param.dim() < 2)
-    return {
+    overrides = {ParamKey(predicate=vector): {"wd_mult": vector_rule.wd_mult}}
+    # At m = 1 (and under sp) the hidden rule is the default: a group of its own would share megatron's group key
+    # (wd_mult, lr_mult) with the default group, and megatron's checkpoint load, which matches groups by that key,
+    # then fails ("parameter group that doesn't match the size"). The same settings in one group train the same.
+    if (hidden_rule.lr_mult, hidden_rule.wd_mult, hidden_rule.eps_mult) != (1.0, 1.0, 1.0):
         # torch's Adam and megatron's fused Adam read eps per param group.
-        ParamKey(with_name_predicate=hidden): {
+        overrides[ParamKey(with_name_predicate=hidden)] = {
             "lr_mult": hidden_rule.lr_mult,
             "wd_mult": hidden_rule.wd_mult,
             "eps": eps * hidden_rule.eps_mult,
-        },
-        ParamKey(predicate=vector): {"wd_mult": vector_rule.wd_mult},
-    }
+        }
+    return overrides
 
 
 def optimizer_config(

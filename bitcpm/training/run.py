@@ -1,4 +1,5 @@
-"""The run of one worker: open tracking, loop over steps, validate, checkpoint, stop on signals or NaNs."""
+"""The run of one worker: open tracking, loop over steps, validate, checkpoint, stop on signals or NaNs; at the end a
+carried prediction (a ladder's target run, training/prediction.py) is logged beside the final loss."""
 
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ class Recorder:
 def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
     from bitcpm.monitoring.system_metrics import SystemMonitor
     from bitcpm.training.build import set_lr
+    from bitcpm.training.prediction import prediction_line, prediction_metrics
     from bitcpm.training.qat_overhead import qat_overhead
     from bitcpm.training.steps import train_step
 
@@ -156,6 +158,10 @@ def _loop(s: Session, tracker, stop: StopRequest, say) -> RunResult:
             tracker.set_tags({"stopped_by": stop.signal_name or "signal"})
             return RunResult("preempted", s.step, {"loss": loss})
     say(f"bitcpm: final validation loss {val:.4f} (held-out unigram entropy {entropies[0]:.4f})")
+    predicted = prediction_metrics(job.tracking.tags, job.quant.label, val)
+    if predicted:  # a scaling ladder's target run: the actual loss beside its prediction
+        record(predicted, s.step)
+        say(prediction_line(predicted, val))
     return RunResult("finished", s.step, {"val_loss": val, "loss": loss, "unigram_entropy": entropies[0]})
 
 

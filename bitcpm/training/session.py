@@ -14,7 +14,7 @@ from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
 from bitcpm.plan import flops_per_token
 from bitcpm.training import checkpoint as ckpt
 from bitcpm.training.distributed import DistInfo, barrier
-from bitcpm.training.stage import initial_weights_from, stage_schedule
+from bitcpm.training.stage import branch_checkpoint, initial_weights_from, stage_schedule
 
 
 class Session:
@@ -70,7 +70,7 @@ class Session:
 
     # --- state -------------------------------------------------------------------------------------
     def restore(self) -> str:
-        """Resume from the newest complete checkpoint of this run, or initialise from stage.init_from."""
+        """Resume from this run's newest complete checkpoint, else branch from or initialise from stage.init_from."""
         partial = ckpt.incomplete_checkpoints(self.run_dir)
         barrier()  # every rank has looked before rank 0 tidies up
         if partial and self.info.is_main:
@@ -89,6 +89,14 @@ class Session:
             return f"resumed from {latest} (step {self.step})"
         if partial:
             print(f"bitcpm: no complete checkpoint in {self.run_dir}: starting from step 0")
+        branch = branch_checkpoint(self.job)
+        if branch is not None:
+            # A decay branch goes on with its source run's training: weights, Adam moments, step and data position.
+            state = ckpt.load_checkpoint(branch, self.engine.model, self.engine.optimizer)
+            self._weights_changed(main_weights_loaded=True)
+            self.step = state["step"]
+            self.nan_skips = state.get("nan_skips", 0)  # the MLflow run stays this run's own
+            return f"branched from {branch} (step {self.step}: weights, optimizer state, data position)"
         if is_hf_checkpoint(self.job.stage.init_from):
             from bitcpm.models.minicpm.hf_checkpoint import load_hf_weights
 

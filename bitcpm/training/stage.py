@@ -1,10 +1,10 @@
-"""Stage-specific wiring: run length (qat tokens=auto), lr re-warmup, and the starting weights."""
+"""Stage-specific wiring: run length (qat tokens=auto), lr re-warmup, the starting weights, a branch's start."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bitcpm.config.checkpoints import complete_checkpoint
+from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint, step_checkpoint
 from bitcpm.config.errors import ConfigError
 from bitcpm.config.root import JobConfig
 from bitcpm.config.stage_length import stage_length
@@ -41,3 +41,14 @@ def initial_weights_from(job: JobConfig) -> Path | None:
     if not job.stage.init_from:
         return None
     return resolve_checkpoint(job.stage.init_from, "stage.init_from")
+
+
+def branch_checkpoint(job: JobConfig) -> Path | None:
+    """The checkpoint a decay branch continues from (stage.branch_step of stage.init_from), None for other runs."""
+    if job.stage.branch_step is None:
+        return None
+    checkpoint = step_checkpoint(Path(str(job.stage.init_from)), job.stage.branch_step)
+    if not (checkpoint / COMPLETE).is_file():
+        step = job.stage.branch_step
+        raise ConfigError(f"stage.init_from={job.stage.init_from}: no complete checkpoint of step {step}")
+    return checkpoint

@@ -1,4 +1,4 @@
-"""`python -m bitcpm.windtunnel {coordcheck,search,report,transfer} ...`."""
+"""`python -m bitcpm.windtunnel {coordcheck,search,report,transfer,ladder,predict} ...`."""
 
 import sys
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bitcpm.config.arguments import OUTPUT_DIR, OVERRIDES, Kind, OneLineParser, number, text
 from bitcpm.config.ranges import AT_LEAST_1, POSITIVE, SEED
+from bitcpm.windtunnel.ladder_cli import add_ladder, add_predict, run_ladder_args, run_predict_args
 from bitcpm.windtunnel.widths import parse_widths
 
 
@@ -120,6 +121,8 @@ COMMANDS = {
     "search": (_search, _run_search),
     "report": (_report, _run_report),
     "transfer": (_transfer, _run_transfer),
+    "ladder": (add_ladder, run_ladder_args),
+    "predict": (add_predict, run_predict_args),
 }
 
 

@@ -242,6 +242,8 @@ class Inputs:
                 "legacy_checkpoint": self.legacy,
                 "checkpoints": self.ternary_run,
                 "megatron_prefix": self.megatron,
+                "number": "64",
+                "int_list": "64,128",
             }[kind.kind]
         )
 
@@ -323,6 +325,11 @@ _CASES: dict[str, Callable[[object], list[Case]]] = {
     "choice": lambda k: [Case("no-such-choice", lambda i: "no_such_choice")],
     "text": lambda k: [Case("empty", lambda i: "")],
     "widths": lambda k: [Case("wrong-type", lambda i: "64,abc"), Case("too-few", lambda i: "64,128")],
+    "int_list": lambda k: [
+        Case("wrong-type", lambda i: "64,abc"),
+        Case("empty", lambda i: ""),
+        Case("zero", lambda i: "0"),
+    ],
     "overrides": lambda k: [Case("unknown-key", lambda i: "no_such_key=1", "no_such_key")],
     "store_overrides": lambda k: [
         Case("unknown-key", lambda i: "no_such_key=1", "no_such_key"),
