@@ -68,6 +68,18 @@ def test_a_2x2_study_is_one_parent_with_four_children(server, tmp_path: Path, da
     assert again.returncode == 0 and again.stdout.count("finished earlier, skipped") == 4
     assert len(_runs(server.uri, "study")) == 5, "a re-run continues the same parent and adds no runs"
 
+    # Another study over trials that finished under the first (a narrowed or widened grid): nothing trains, and
+    # its finished trials move under the new parent as they are (no placeholder runs).
+    narrowed = [a for a in args if not a.startswith("optim.lr=")] + ["optim.lr=1e-2"]
+    third = run_train(narrowed, tmp_path, data_cache, timeout=600)
+    assert third.returncode == 0 and third.stdout.count("finished earlier, skipped") == 2, third.stdout[-2000:]
+    runs = _runs(server.uri, "study")
+    assert len(runs) == 6  # one new parent, no new trial runs
+    new_parent = next(r for r in runs if PARENT not in r.data.tags and r.info.run_id != parent.info.run_id)
+    moved = [r for r in runs if r.data.tags.get(PARENT) == new_parent.info.run_id]
+    assert sorted(r.data.params["override.train.seed"] for r in moved) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" and r.data.params["optim.lr"] == "0.01" for r in moved)
+
 
 def test_recipe_members_nest_study_pipeline_and_stages(server, tmp_path: Path, data_cache: Path) -> None:
     args = [
