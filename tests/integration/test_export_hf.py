@@ -116,4 +116,4 @@ def test_minicpm_layout_keeps_mup_constants(tmp_path: Path, trained_pair: Traine
 def test_bad_source_is_one_line(tmp_path: Path) -> None:
     proc = _export(tmp_path / "nowhere", tmp_path / "out")
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "no complete checkpoint" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "no such bitcpm run or checkpoint directory" in proc.stderr

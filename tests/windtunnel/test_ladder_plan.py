@@ -97,8 +97,10 @@ def test_the_dry_run_says_what_would_train_and_writes_nothing(tmp_path: Path, ca
     assert "ladder t: 2 widths x 1 precisions x 2 budgets" in out
     assert "ladder t: 6 of 6 runs to train; dry run, nothing started" in out
     assert list(tmp_path.iterdir()) == []
-    assert main(["ladder", "--steps", "5,x"]) == 2
-    assert "--steps=5,x: expected comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # refused by the argument's kind, before anything is planned
+        main(["ladder", "--steps", "5,x"])
+    assert stop.value.code == 2
+    assert "argument --steps: '5,x': expected comma-separated integers" in capsys.readouterr().err
 
 
 def test_a_finished_ladder_trains_nothing_and_records_its_points_on_its_parent_run(tmp_path: Path, capsys) -> None:
