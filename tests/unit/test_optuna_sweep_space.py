@@ -7,10 +7,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from bitcpm.config.validate import ConfigError
-from bitcpm.frontend.optuna_sweep import OptunaSettings, check_settings, parse_space
+pytest.importorskip("optuna")  # the sweeper's extra (bitcpm[windtunnel]); the lowest-versions job has no optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+
+from bitcpm.config.validate import ConfigError  # noqa: E402
+from bitcpm.frontend.optuna_sweep import OptunaSettings, check_settings, parse_space  # noqa: E402
 
 pytestmark = pytest.mark.quick
 
