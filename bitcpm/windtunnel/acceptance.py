@@ -49,7 +49,7 @@ def _run(*cmd: str) -> str:
 
 def verdict(trials: dict[str, list]) -> tuple[list[str], bool]:
     """Side-by-side optimum per width, each side's slope with its interval, and whether the criteria hold."""
-    from bitcpm.windtunnel.lr_curves import seed_curves, series_fits
+    from bitcpm.windtunnel.lr_curves import best_mean_lr, seed_curves, series_fits
 
     fits = {par: series_fits(t)[par] for par, t in trials.items()}
     widths = sorted(fits["mup"][0])
@@ -59,9 +59,8 @@ def verdict(trials: dict[str, list]) -> tuple[list[str], bool]:
         lines.append(f"{w:>6d} {cells[0]:>28s} {cells[1]:>28s}")
     for par, t in trials.items():  # an optimum at the grid's edge is not bracketed: the fit extrapolates
         for (_, width), by_lr in seed_curves(t).items():
-            means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
-            best = min(means, key=means.__getitem__)
-            if best in (min(means), max(means)):
+            best, at_edge = best_mean_lr(by_lr)
+            if at_edge:
                 lines.append(f"{par}: width {width}: the best lr {best:g} is at the grid's edge (not bracketed)")
     mup, sp = fits["mup"][1], fits["sp"][1]
     mup_ok = mup is not None and abs(mup.value) <= MUP_MAX_ABS_SLOPE

@@ -17,6 +17,7 @@ losses (final_val_loss when the driver wrote one, else the last val_loss).
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def fitted_optimum(points: list[tuple[float, float]], span: int = 2) -> float | 
 def lr_curves(trials: list[Trial]) -> dict[tuple[str, int], list[tuple[float, float]]]:
     """(series, width) -> sorted (lr, mean loss over seeds); a series is the parameterization, plus quant and stage
     when they vary."""
-    return {k: [(lr, _mean(losses)) for lr, losses in v.items()] for k, v in seed_curves(trials).items()}
+    return {k: [(lr, statistics.fmean(losses)) for lr, losses in v.items()] for k, v in seed_curves(trials).items()}
 
 
 def seed_curves(trials: list[Trial]) -> dict[tuple[str, int], dict[float, list[float]]]:
@@ -110,15 +111,16 @@ def seed_curves(trials: list[Trial]) -> dict[tuple[str, int], dict[float, list[f
     return {k: dict(sorted(v.items())) for k, v in sorted(curves.items())}
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def _std(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mu = _mean(values)
-    return math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
+    """The seeds' sample standard deviation (0 for a single seed)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def best_mean_lr(by_lr: dict[float, list[float]]) -> tuple[float, bool]:
+    """The lr with the lowest mean loss over seeds, and whether it sits at the grid's edge (not bracketed)."""
+    means = {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+    best = min(means, key=means.__getitem__)
+    return best, best in (min(means), max(means))
 
 
 BOOTSTRAP = 1000
@@ -167,7 +169,7 @@ def series_fits(trials: list[Trial], seed: int = 0) -> dict[str, tuple[dict[int,
     for series in sorted({s for s, _ in curves}):
         widths = sorted(w for s, w in curves if s == series)
         per_width = {w: curves[(series, w)] for w in widths}
-        point = {w: optimum([(lr, _mean(v)) for lr, v in c.items()]) for w, c in per_width.items()}
+        point = {w: optimum([(lr, statistics.fmean(v)) for lr, v in c.items()]) for w, c in per_width.items()}
         repeated = all(len(v) > 1 for c in per_width.values() for v in c.values())
         samples: dict[int, list[float]] = {w: [] for w in widths}
         slopes: list[float] = []
@@ -206,7 +208,7 @@ def plot_transfer(trials: list[Trial], title: str, path: Path) -> Path:
             if p != par:
                 continue
             lrs = list(by_lr)
-            means = [_mean(v) for v in by_lr.values()]
+            means = [statistics.fmean(v) for v in by_lr.values()]
             spread = [_std(v) for v in by_lr.values()]  # error bars: the seeds' standard deviation
             line = ax.errorbar(lrs, means, yerr=spread, marker="o", capsize=3, label=f"width {width}").lines[0]
             lr_best, loss_best = min(zip(lrs, means, strict=True), key=lambda x: x[1])
@@ -240,11 +242,11 @@ def markdown(study: str, trials: list[Trial], skipped: int) -> str:
     rows = []
     fits = series_fits(trials)
     for (par, width), by_lr in seed_curves(trials).items():
-        means = {lr: _mean(v) for lr, v in by_lr.items()}
-        lr_best = min(means, key=means.__getitem__)
+        means = {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+        lr_best, at_edge = best_mean_lr(by_lr)
         seeds = max(len(v) for v in by_lr.values())
         loss = f"{means[lr_best]:.4f}" + (f" ± {_std(by_lr[lr_best]):.4f}" if seeds > 1 else "")
-        edge = " (grid edge)" if lr_best in (min(means), max(means)) else ""
+        edge = " (grid edge)" if at_edge else ""
         fit = fits[par][0][width].text() if fitted_optimum(list(means.items())) is not None else "n/a"
         rows.append([par, str(width), f"{lr_best:.3g}{edge}", loss, fit, str(len(by_lr)), str(seeds)])
     lines += _table(["series", "width", "best lr", "loss", "fitted optimum lr", "lrs tried", "seeds"], rows)
