@@ -187,9 +187,9 @@ def _record(study: Study, results: list[TrialResult], pipeline_runs: dict[int, s
                 config_hash = m.last_run_dir.name.rsplit("-", 1)[-1]
                 run_id = st.child_run_id(tracking, study.parent_id, config_hash)
                 if run_id is None and r.status == "skipped":  # it ran under an earlier study: move it here
-                    run_id = st.adopt_run(tracking, study.parent_id, config_hash)
-            if r.status == "skipped" and run_id is not None and not m.is_pipeline:
-                st.tag_run(tracking, run_id, {st.STUDY_TAG: study.name, st.TRIAL_TAG: str(m.index + 1)})
+                    tags = {st.STUDY_TAG: study.name, st.TRIAL_TAG: str(m.index + 1)}
+                    run_id = st.adopt_run(tracking, study.parent_id, config_hash, tags)
+            if r.status == "skipped" and run_id is not None:
                 continue  # its losses and overrides were recorded when it ran
             st.record_trial(
                 tracking,

@@ -66,12 +66,13 @@ def child_run_id(tracking: TrackingConfig, parent_id: str, config_hash: str) -> 
     return _find_run(tracking, {**mlflow_client.child_of(parent_id), "config_hash": config_hash})
 
 
-def adopt_run(tracking: TrackingConfig, parent_id: str, config_hash: str) -> str | None:
+def adopt_run(tracking: TrackingConfig, parent_id: str, config_hash: str, tags: Mapping[str, str]) -> str | None:
     """The run a worker opened for this config hash under an earlier study (one later widened or changed), made a
-    child of `parent_id`: a trial that finished before is shown in the study that now holds it, not trained again."""
+    child of `parent_id` with `tags`: a trial that finished before is shown in the study that now holds it, not
+    trained again."""
     run_id = _find_run(tracking, {"config_hash": config_hash})
     if run_id is not None:
-        mlflow_client.set_tags(_client(tracking), run_id, mlflow_client.child_of(parent_id))
+        mlflow_client.set_tags(_client(tracking), run_id, {**mlflow_client.child_of(parent_id), **tags})
     return run_id
 
 
