@@ -22,7 +22,7 @@ from bitcpm.config.optim import OptimConfig
 from bitcpm.config.parallel import ParallelConfig, ParallelLayout, derive_layout
 from bitcpm.config.quant import QuantConfig
 from bitcpm.config.root import JobConfig
-from bitcpm.models.minicpm.mup import HIDDEN_MATRICES, VECTORS, is_hidden_matrix, optimizer_rules
+from bitcpm.models.minicpm.mup import HIDDEN_MATRICES, VECTORS, GroupRule, is_hidden_matrix, optimizer_rules
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -108,7 +108,7 @@ def param_group_overrides(model_cfg: ModelConfig, eps: float) -> dict:
     # At m = 1 (and under sp) the hidden rule is the default: a group of its own would share megatron's group key
     # (wd_mult, lr_mult) with the default group, and megatron's checkpoint load, which matches groups by that key,
     # then fails ("parameter group that doesn't match the size"). The same settings in one group train the same.
-    if (hidden_rule.lr_mult, hidden_rule.wd_mult, hidden_rule.eps_mult) != (1.0, 1.0, 1.0):
+    if hidden_rule != GroupRule():  # GroupRule() is the default group: every multiplier 1
         # torch's Adam and megatron's fused Adam read eps per param group.
         overrides[ParamKey(with_name_predicate=hidden)] = {
             "lr_mult": hidden_rule.lr_mult,
