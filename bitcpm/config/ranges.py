@@ -84,6 +84,7 @@ SPECS: dict[type, dict[str, Spec]] = {
         "name": OneOf(("pretrain", "qat", "distill")),
         "init_from": Text("checkpoint, run or Hugging Face directory", "run_or_hf"),
         "branch_step": AT_LEAST_1,
+        "init_step": AT_LEAST_1,
         "lr": POSITIVE,
         "rewarmup_steps": NON_NEGATIVE,
         "tokens": Custom(parse_tokens, "lots"),

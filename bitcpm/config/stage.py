@@ -16,6 +16,9 @@ class StageConfig:
     branch_step: int | None = None
     """Continue stage.init_from's run from its checkpoint at this step: weights, optimizer state, step and data
     position carry over and this run's own schedule takes over (a WSD decay branch). None: weights only, step 0."""
+    init_step: int | None = None
+    """Start from stage.init_from's checkpoint of this step, not its newest, and read the data on from where that run
+    stood then (a QAT branch off a stable phase): weights only, the optimizer and the lr schedule start fresh."""
     lr: float | None = None
     """Base lr for this stage before muP per-tensor scaling; None keeps optim.lr."""
     rewarmup_steps: int = 0

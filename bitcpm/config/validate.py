@@ -252,6 +252,19 @@ def check_branch(cfg: JobConfig) -> None:
         )
 
 
+def check_init_step(cfg: JobConfig) -> None:
+    """A start from a chosen step (stage.init_step) names its run and is not also a decay branch."""
+    st = cfg.stage
+    if st.init_step is None:
+        return
+    if not st.init_from:
+        _fail(f"stage.init_step={st.init_step} needs stage.init_from (the run directory whose checkpoint it names)")
+    if st.branch_step is not None:
+        _fail("stage.init_step: a decay branch (stage.branch_step) already starts from its own step; set one of them")
+    if parse_tokens(st.tokens) == "auto":
+        _fail("stage.init_step: stage.tokens=auto counts a finished run's decay (set train.steps or stage.tokens)")
+
+
 def check_data(cfg: JobConfig) -> None:
     """The mixture names at least one source, each with its inputs."""
     d = cfg.data
@@ -293,6 +306,7 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_schedule,
     check_stage_rewarmup,
     check_branch,
+    check_init_step,
     check_data,
     check_launcher,
 )

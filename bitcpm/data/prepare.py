@@ -12,6 +12,7 @@ written (bitcpm.data.sources.check_jsonl); a preparation that fails part-way rem
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -220,7 +221,28 @@ def prepare_dataset(
     if cached is not None:
         logger.info("reusing prepared dataset %s", output_dir)
         return cached
+    # Trials that start together on a fresh cache: one prepares, the others wait and then read its result (a second
+    # writer would truncate the files the first one's readers already map).
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_dir.parent / f".{output_dir.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = load_prepared(output_dir, key)
+        if cached is not None:
+            return cached
+        return _prepare(paths, inputs, hashes, key, tokenizer, output_dir, valid_fraction, text_key, seed)
 
+
+def _prepare(
+    paths: list[Path],
+    inputs: list[str],
+    hashes: list[str],
+    key: str,
+    tokenizer: str,
+    output_dir: Path,
+    valid_fraction: float,
+    text_key: str,
+    seed: int,
+) -> PreparedDataset:
     start = time.perf_counter()
     created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -175,16 +175,33 @@ BRANCH_FREE = {"train.steps", "stage.tokens", "stage.init_from", "stage.branch_s
 BRANCH_FREE |= {"optim.decay_fraction", "optim.decay_style", "optim.decay_half_life", "optim.min_lr_ratio"}
 
 
-def branch_checkpoint(init_from: str, step: int) -> Path:
-    """The complete checkpoint of `step` in the run directory a decay branch starts from."""
+def branch_checkpoint(init_from: str, step: int, key: str = "stage.branch_step") -> Path:
+    """The complete checkpoint of `step` in the run directory a branch starts from (`key` names the step)."""
     checkpoint = step_checkpoint(Path(init_from), step)
     if not (checkpoint / COMPLETE).is_file():
         kept = sorted(p.name for p in (Path(init_from) / "checkpoints").glob("step_*") if (p / COMPLETE).is_file())
         raise ConfigError(
-            f"stage.init_from={init_from}: no complete checkpoint of step {step} (stage.branch_step) there "
+            f"stage.init_from={init_from}: no complete checkpoint of step {step} ({key}) there "
             f"(complete: {', '.join(kept) or 'none'}; save it with train.save_interval and train.keep_checkpoints)"
         )
     return checkpoint
+
+
+def check_stream_source(job: JobConfig, config: Path) -> None:
+    """A start from a chosen step (stage.init_step) reads the source's data on: the same windows and batch."""
+    try:
+        stored = load_job(config)
+    except Exception as exc:  # a foreign or damaged file: say which one
+        raise ConfigError(f"stage.init_from: cannot read {config} ({_one_line(exc)})") from None
+    for key, theirs, ours in (
+        ("train.seq_length", stored.train.seq_length, job.train.seq_length),
+        ("parallel.global_batch_size", stored.parallel.global_batch_size, job.parallel.global_batch_size),
+    ):
+        if theirs != ours:
+            raise ConfigError(
+                f"stage.init_step: the source run {config.parent} has {key}={theirs}, this job {ours}: the data goes "
+                "on from the source's position only with the same sequences and batch"
+            )
 
 
 def check_branch_source(job: JobConfig, config: Path) -> None:
@@ -235,11 +252,19 @@ def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset(
         if not path.exists():
             raise ConfigError(f"{key}={value}: no such checkpoint or run directory")
         branch = job.stage.branch_step if key == "stage.init_from" else None
-        checkpoint = complete_checkpoint(path) if branch is None else branch_checkpoint(value, branch)
+        start = job.stage.init_step if key == "stage.init_from" else None
+        if branch is not None:
+            checkpoint = branch_checkpoint(value, branch)
+        elif start is not None:
+            checkpoint = branch_checkpoint(value, start, "stage.init_step")
+        else:
+            checkpoint = complete_checkpoint(path)
         if checkpoint is None:
             raise ConfigError(f"{key}={value}: no complete checkpoint there (no {COMPLETE} marker)")
         if branch is not None:
             check_branch_source(job, checkpoint.parent.parent / "config.yaml")
+        if start is not None:
+            check_stream_source(job, checkpoint.parent.parent / "config.yaml")
         stored = _stored_model(key, value, checkpoint)
         # The teacher may be any size; it only has to share the vocabulary with the student.
         keys = MODEL_SHAPE_KEYS if key == "stage.init_from" else ("vocab_size",)

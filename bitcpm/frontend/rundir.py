@@ -19,8 +19,9 @@ def math_relevant(job: JobConfig) -> dict[str, Any]:
         if source.get("megatron_prefix") is None:  # keys added later leave earlier run directories' hashes alone
             source.pop("megatron_prefix", None)
     stage = asdict(job.stage)
-    if stage["branch_step"] is None:  # likewise: runs that do not branch keep their directories
-        stage.pop("branch_step")
+    for key in ("branch_step", "init_step"):  # likewise: runs that do not branch keep their directories
+        if stage[key] is None:
+            stage.pop(key)
     return {
         "model": asdict(job.model),
         "quant": asdict(job.quant),

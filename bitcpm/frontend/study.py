@@ -183,6 +183,8 @@ def _record(study: Study, results: list[TrialResult], pipeline_runs: dict[int, s
             if m.is_pipeline:
                 close_pipeline_run(m, pipeline_runs.get(m.index), r.failed)
                 run_id = pipeline_runs.get(m.index)
+                if run_id is None and r.status == "skipped":  # recorded when this study ran it before
+                    run_id = st.trial_run_id(tracking, study.parent_id, m.index + 1)
             else:
                 config_hash = m.last_run_dir.name.rsplit("-", 1)[-1]
                 run_id = st.child_run_id(tracking, study.parent_id, config_hash)

@@ -66,6 +66,11 @@ def child_run_id(tracking: TrackingConfig, parent_id: str, config_hash: str) -> 
     return _find_run(tracking, {**mlflow_client.child_of(parent_id), "config_hash": config_hash})
 
 
+def trial_run_id(tracking: TrackingConfig, parent_id: str, trial: int) -> str | None:
+    """The run that holds trial number `trial` (1-based) of the study run `parent_id`, if one was recorded."""
+    return _find_run(tracking, {**mlflow_client.child_of(parent_id), TRIAL_TAG: str(trial)})
+
+
 def adopt_run(tracking: TrackingConfig, parent_id: str, config_hash: str, tags: Mapping[str, str]) -> str | None:
     """The run a worker opened for this config hash under an earlier study (one later widened or changed), made a
     child of `parent_id` with `tags`: a trial that finished before is shown in the study that now holds it, not
@@ -89,13 +94,13 @@ def record_trial(
     status: str,
 ) -> str:
     """Log a trial's overrides (params), losses (metrics) and how it ended (bitcpm.trial_status: finished,
-    failed, pruned, stopped) on its run; a trial whose worker never opened a run (it failed first) gets a
-    FAILED run of its own, so the study shows every trial."""
+    failed, pruned, stopped, skipped) on its run; a trial without one gets a run of its own, so the study shows every
+    trial: FAILED when its worker failed before opening one, FINISHED when its runs finished under another study."""
     client = _client(tracking)
     if run_id is None:
         experiment = resolve_experiment(tracking.experiment)
         run_id = mlflow_client.create_run(client, experiment, run_name, {}, parent=parent_id)
-        mlflow_client.finish_run(client, run_id, "FAILED")
+        mlflow_client.finish_run(client, run_id, "FAILED" if failed else "FINISHED")
     mlflow_client.log_params(client, run_id, params)
     mlflow_client.log_metrics(client, run_id, metrics)
     mlflow_client.set_tags(client, run_id, {**tags, "bitcpm.trial_status": status})

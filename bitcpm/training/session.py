@@ -14,7 +14,7 @@ from bitcpm.models.minicpm.hf_checkpoint import is_hf_checkpoint
 from bitcpm.plan import flops_per_token
 from bitcpm.training import checkpoint as ckpt
 from bitcpm.training.distributed import DistInfo, barrier
-from bitcpm.training.stage import branch_checkpoint, initial_weights_from, stage_schedule
+from bitcpm.training.stage import branch_checkpoint, data_start_step, initial_weights_from, stage_schedule
 
 
 class Session:
@@ -110,7 +110,9 @@ class Session:
             self.fresh_init_val_loss = self.validate()
             ckpt.load_model_weights(source, self.engine.model, f"stage.init_from={self.job.stage.init_from}")
             self._weights_changed()
-            return f"initialised from {source} (a fresh model's validation loss: {self.fresh_init_val_loss:.4f})"
+            stream = f"; data read on from its step {data_start_step(self.job)}" if self.job.stage.init_step else ""
+            fresh = f"a fresh model's validation loss: {self.fresh_init_val_loss:.4f}"
+            return f"initialised from {source} ({fresh}{stream})"
         return "fresh start"
 
     def _weights_changed(self, main_weights_loaded: bool = False) -> None:
@@ -141,7 +143,8 @@ class Session:
     def micro_batches(self, step: int) -> list[torch.Tensor]:
         """This rank's micro-batches of `step`: global sample order, split over dp then accumulation."""
         p, info = self.job.parallel, self.info
-        first = step * p.global_batch_size
+        # A start from a source's step (stage.init_step) reads on from its data position, not from the first sample.
+        first = (data_start_step(self.job) + step) * p.global_batch_size
         out = []
         for i in range(self.layout.micro_batches_per_step):
             start = first + (i * self.layout.dp + info.dp_rank) * p.micro_batch_size

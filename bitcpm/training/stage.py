@@ -40,15 +40,25 @@ def initial_weights_from(job: JobConfig) -> Path | None:
     """Checkpoint whose model weights start this stage (None: random init)."""
     if not job.stage.init_from:
         return None
+    if job.stage.init_step is not None:
+        return _step_checkpoint(job, job.stage.init_step, "stage.init_step")
     return resolve_checkpoint(job.stage.init_from, "stage.init_from")
+
+
+def data_start_step(job: JobConfig) -> int:
+    """The source run's step whose data this run reads on from (stage.init_step), 0 for a run of its own stream."""
+    return job.stage.init_step or 0
 
 
 def branch_checkpoint(job: JobConfig) -> Path | None:
     """The checkpoint a decay branch continues from (stage.branch_step of stage.init_from), None for other runs."""
     if job.stage.branch_step is None:
         return None
-    checkpoint = step_checkpoint(Path(str(job.stage.init_from)), job.stage.branch_step)
+    return _step_checkpoint(job, job.stage.branch_step, "stage.branch_step")
+
+
+def _step_checkpoint(job: JobConfig, step: int, key: str) -> Path:
+    checkpoint = step_checkpoint(Path(str(job.stage.init_from)), step)
     if not (checkpoint / COMPLETE).is_file():
-        step = job.stage.branch_step
-        raise ConfigError(f"stage.init_from={job.stage.init_from}: no complete checkpoint of step {step}")
+        raise ConfigError(f"stage.init_from={job.stage.init_from}: no complete checkpoint of step {step} ({key})")
     return checkpoint

@@ -96,6 +96,22 @@ def _run_report(a: argparse.Namespace) -> int:
     return run_report(a.study, list(a.overrides), a.out)
 
 
+def _findings(sub) -> None:
+    p = sub.add_parser("findings", help="a QAT-findings study's arms over seeds and the verdict on BitCPM's claim")
+    p.add_argument("study", type=text("study name"), help="study name (the bitcpm.study tag of its parent run)")
+    which = "the claim to judge: group_size, qat_lr or qat_fraction (default: the study's name)"
+    p.add_argument("--finding", type=text("finding name"), default=None, help=which)
+    out = Path("outputs/windtunnel/reports")
+    p.add_argument("--out", type=OUTPUT_DIR, default=out, help="PNG and markdown go here")
+    p.add_argument("overrides", nargs="*", type=STORE_OVERRIDES, help="tracking overrides naming the store")
+
+
+def _run_findings(a: argparse.Namespace) -> int:
+    from bitcpm.windtunnel.findings_command import run_findings
+
+    return run_findings(a.study, a.finding, list(a.overrides), a.out)
+
+
 def _transfer(sub) -> None:
     p = sub.add_parser("transfer", help="write a study's best base hyperparameters as conf/experiment/NAME.yaml")
     p.add_argument("study", type=text("study name"), help="study name (the bitcpm.study tag of its parent run)")
@@ -120,6 +136,7 @@ COMMANDS = {
     "coordcheck": (_coordcheck, _run_coordcheck),
     "search": (_search, _run_search),
     "report": (_report, _run_report),
+    "findings": (_findings, _run_findings),
     "transfer": (_transfer, _run_transfer),
     "ladder": (add_ladder, run_ladder_args),
     "predict": (add_predict, run_predict_args),

@@ -24,6 +24,7 @@ SHIPPED = [
     "mup_search",
     "qat_fraction",
     "qat_lr",
+    "qat_scratch",
 ]
 
 
@@ -72,9 +73,9 @@ def test_every_member_of_every_shipped_study_composes_and_validates(name: str) -
     dirs = {m.last_run_dir for m in members}
     assert len(dirs) == len(members), "every trial trains something different"
     for m in members:
-        for stage in m.stages:  # a wind-tunnel trial stays short enough for a CPU
+        for stage in m.stages:  # a wind-tunnel trial stays short enough for a CPU (about a minute)
             job = stage.job
-            assert job.train.steps * job.parallel.global_batch_size * job.train.seq_length <= 250_000
+            assert job.train.steps * job.parallel.global_batch_size * job.train.seq_length <= 500_000
 
 
 def test_lr_width_derives_the_shape_from_the_width() -> None:
@@ -86,17 +87,24 @@ def test_lr_width_derives_the_shape_from_the_width() -> None:
     assert job.model.parameterization == "mup"
 
 
-def test_qat_studies_share_one_full_precision_stage() -> None:
-    members = plan_members(CommandLine(), _members("qat_lr"))
-    assert len({m.stages[0].run_dir for m in members}) == 1
-    assert len({m.stages[1].run_dir for m in members}) == 3
-    assert [m.stages[1].job.stage.lr for m in members] == [5e-3, 1e-2, 1.5e-2]
+def test_qat_studies_share_one_full_precision_stable_run_per_seed() -> None:
+    studies = {name: plan_members(CommandLine(), _members(name)) for name in ("group_size", "qat_lr", "qat_fraction")}
+    stable = {name: {m.stages[0].run_dir for m in members} for name, members in studies.items()}
+    assert len(stable["qat_lr"]) == 3 and stable["group_size"] == stable["qat_lr"] == stable["qat_fraction"]
+    fp = studies["qat_lr"][0].stages[0].job
+    assert (fp.quant.method, fp.optim.decay_fraction, fp.train.steps, fp.train.save_interval) == ("none", 0, 320, 80)
+    assert [m.stages[1].job.stage.lr for m in studies["qat_lr"][::3]] == [5e-3, 1e-2, 1.5e-2]
+    # g64 at QAT lr 5e-3 from 60% of the budget is one arm of all three studies: it trains once per seed.
+    qat = [{m.stages[1].run_dir for m in members} for members in studies.values()]
+    assert len(qat[0] & qat[1] & qat[2]) == 3
 
 
-def test_qat_fraction_splits_the_budget() -> None:
+def test_qat_fraction_branches_off_the_stable_phase() -> None:
     members = plan_members(CommandLine(), _members("qat_fraction"))
-    steps = [(m.stages[0].job.train.steps, m.stages[1].job.train.steps) for m in members]
-    assert steps == [(96, 24), (72, 48), (48, 72), (24, 96)]
+    qat = [m.stages[1].job for m in members if m.job.study["seed"] == 1]
+    assert [(j.stage.init_step, j.train.steps) for j in qat] == [(320, 80), (240, 160), (160, 240), (80, 320)]
+    assert all(j.stage.init_from == str(members[0].stages[0].run_dir) for j in qat)
+    assert {j.quant.label for j in qat} == {"ternary_g64"}
 
 
 def test_recipe_members_plan_as_three_stage_pipelines(tmp_path: Path) -> None:

@@ -1,0 +1,77 @@
+"""`python -m bitcpm.windtunnel findings STUDY`: read a QAT-findings study back from MLflow, judge it, report it.
+
+The study is the parent run tagged bitcpm.study=STUDY; each trial is a child (a pipeline run for a recipe member)
+holding its swept overrides as `override.*` params and its final validation loss. The arm is the finding's key, the
+seed `study.seed` (or `train.seed`). The table, the verdict and the PNG go to --out and onto the parent run
+(artifacts findings/).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from bitcpm.windtunnel.qat_findings import FINDINGS, Finding, Result, arm_value, judge, markdown, plot
+
+SEED_KEYS = ("override.study.seed", "override.train.seed")
+
+
+def study_arms(client, experiment: str, study: str, key: str) -> tuple[str, dict[str, dict[int, float]]]:
+    """(parent run id, arm -> seed -> final validation loss) of a study's finished trials."""
+    from bitcpm.tracking.client import children
+    from bitcpm.windtunnel.tracking import find_study_run
+
+    parent = find_study_run(client, experiment, study)
+    if parent is None:
+        raise ValueError(f"study {study}: no parent run tagged bitcpm.study={study} in MLflow experiment {experiment}")
+    arms: dict[str, dict[int, float]] = {}
+    for run in children(client, parent.info.run_id):
+        params, loss = run.data.params, run.data.metrics.get("final_val_loss")
+        arm = params.get(f"override.{key}")
+        seed = next((params[k] for k in SEED_KEYS if k in params), "0")
+        if arm is None or loss is None or not math.isfinite(loss):
+            continue  # a trial of another axis, or one without a loss (failed, pruned)
+        arms.setdefault(arm_value(arm), {})[int(seed)] = float(loss)
+    if not arms:
+        raise ValueError(f"study {study}: none of its trials has override.{key} and a final validation loss")
+    return parent.info.run_id, arms
+
+
+def evaluate(client, experiment: str, study: str, finding: Finding) -> tuple[str, Result]:
+    """Read the study (and its baseline study) and judge the finding."""
+    parent, arms = study_arms(client, experiment, study, finding.key)
+    baseline = None
+    if finding.baseline:
+        _, base_arms = study_arms(client, experiment, finding.baseline, finding.baseline_key)
+        baseline = base_arms.get(arm_value(finding.baseline_arm))
+        if not baseline:
+            raise ValueError(
+                f"study {finding.baseline}: no finished trial with {finding.baseline_key}={finding.baseline_arm}"
+            )
+    return parent, judge(finding, arms, baseline)
+
+
+def run_findings(study: str, finding_name: str | None, overrides: list[str], out: Path) -> int:
+    """Report a QAT-findings study from the store the overrides name; prints the section with its verdict."""
+    from bitcpm.frontend.compose import CommandLine, compose_job
+    from bitcpm.tracking.client import log_files, open_client
+    from bitcpm.windtunnel.report_command import study_store
+    from bitcpm.windtunnel.tracking import experiment_name
+
+    name = finding_name or study
+    if name not in FINDINGS:
+        raise ValueError(f"--finding={name}: expected one of {', '.join(FINDINGS)} (the finding STUDY tests)")
+    job = compose_job(CommandLine(), overrides, check_rules=False)
+    if job.tracking.backend != "mlflow":
+        raise ValueError("tracking.backend=none: the findings are read from MLflow")
+    client = open_client(study_store(job.tracking))
+    parent, result = evaluate(client, experiment_name(job.tracking), study, FINDINGS[name])
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot(result, out / f"{study}_findings.png")
+    text = markdown(result) + f"\n![{result.finding.title}]({png.name})\n"
+    md = out / f"{study}_findings.md"
+    md.write_text(text)
+    log_files(client, parent, [png, md], "findings")
+    print(text)
+    print(f"findings: {md} and {png} (also on MLflow run {parent}, artifacts findings/)")
+    return 0
