@@ -8,6 +8,11 @@ from bitcpm.config.parallel import ParallelLayout, derive_layout
 from bitcpm.config.root import JobConfig
 
 
+def base_lr(cfg: JobConfig) -> float:
+    """The stage's peak lr before muP's per-tensor scaling: stage.lr (qat, distill), else optim.lr."""
+    return cfg.stage.lr if cfg.stage.lr is not None else cfg.optim.lr
+
+
 def world_size(cfg: JobConfig) -> int:
     """Worker processes the launcher will start."""
     return cfg.launcher.world_size(cfg.parallel.model_parallel_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bitcpm.config.derived import base_lr
 from bitcpm.config.root import JobConfig
 from bitcpm.models.minicpm.mup import effective_settings
 from bitcpm.plan.counts import human
@@ -46,9 +47,10 @@ def format_plan(cfg: JobConfig, plan: Plan, launch_lines: list[str] = (), max_ra
 
 def optimizer_lines(cfg: JobConfig) -> list[str]:
     """Per kind of parameter at the peak lr: the lr, AdamW's per-step decay (lr x wd) and eps the optimizer uses."""
-    o = cfg.optim
-    lines = [f"optimizer  AdamW, peak lr {o.lr:g} ({cfg.model.parameterization}, m={cfg.model.width_mult:g}):"]
-    for kind, v in effective_settings(cfg.model, o.lr, o.weight_decay, o.eps).items():
+    o, lr = cfg.optim, base_lr(cfg)
+    stage = f", stage.lr of {cfg.stage.name}" if cfg.stage.lr is not None else ""
+    lines = [f"optimizer  AdamW, peak lr {lr:g} ({cfg.model.parameterization}, m={cfg.model.width_mult:g}{stage}):"]
+    for kind, v in effective_settings(cfg.model, lr, o.weight_decay, o.eps).items():
         lines.append(
             f"           {kind:<19} lr {v['lr']:.3g}  decay {v['weight_decay']:.3g} "
             f"(x lr = {v['decay_per_step']:.3g}/step)  eps {v['eps']:.3g}"

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from bitcpm.backends import get_backend
+from bitcpm.config.derived import base_lr
 from bitcpm.config.root import JobConfig
 from bitcpm.training.distributed import init_distributed, shutdown_distributed
 from bitcpm.training.metrics_log import MetricsLog
@@ -35,7 +36,7 @@ def _group_settings(job) -> dict[str, dict[str, float]]:
     """The effective per-group lr, decay and eps at the peak lr (MLflow params optimizer_groups.*)."""
     from bitcpm.models.minicpm.mup import effective_settings
 
-    settings = effective_settings(job.model, job.optim.lr, job.optim.weight_decay, job.optim.eps)
+    settings = effective_settings(job.model, base_lr(job), job.optim.weight_decay, job.optim.eps)
     return {kind.replace(" ", "_"): values for kind, values in settings.items()}
 
 

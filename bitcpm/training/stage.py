@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint, step_checkpoint
+from bitcpm.config.derived import base_lr
 from bitcpm.config.errors import ConfigError
 from bitcpm.config.root import JobConfig
 from bitcpm.config.stage_length import stage_length
@@ -32,8 +33,7 @@ def total_steps(job: JobConfig) -> int:
 def stage_schedule(job: JobConfig) -> tuple[WSDSchedule, float]:
     """The stage's WSD schedule and base lr (qat/distill re-warm up from their own base lr)."""
     warmup = job.optim.warmup_steps if job.stage.name == "pretrain" else job.stage.rewarmup_steps
-    base_lr = job.stage.lr if job.stage.lr is not None else job.optim.lr
-    return WSDSchedule.from_config(total_steps(job), warmup, job.optim), base_lr
+    return WSDSchedule.from_config(total_steps(job), warmup, job.optim), base_lr(job)
 
 
 def initial_weights_from(job: JobConfig) -> Path | None:

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+
+from bitcpm.windtunnel.steps import run_step
+
+_run = partial(run_step, "acceptance")
 
 # The pass criteria, fixed before the first full run (issue: "not tuned afterwards").
 MUP_MAX_ABS_SLOPE = 0.25
@@ -37,14 +41,6 @@ SMOKE = [
 ]
 STUDIES = {"mup": "lr_width", "sp": "lr_width_sp"}
 EXPERIMENT = "windtunnel"  # the studies' tracking.experiment
-
-
-def _run(*cmd: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = proc.stdout[-3000:] + proc.stderr[-3000:]
-        sys.exit(f"acceptance: {' '.join(cmd[:4])} failed (exit {proc.returncode}):\n{tail}")
-    return proc.stdout
 
 
 def verdict(trials: dict[str, list]) -> tuple[list[str], bool]:
@@ -97,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         _run("bitcpm.train", "-m", f"sweep={study}", *common)
         print(f"acceptance: study {study} ({par}): {time.time() - t0:.0f} s", flush=True)
-        print(_run("bitcpm.windtunnel", "report", study, "--out", str(root / "reports"), *tracking), flush=True)
+        print(
+            _run("bitcpm.windtunnel", "report", study, "--out", str(root / "reports"), *tracking),
+            flush=True,
+        )
     print(f"acceptance: both studies in {(time.time() - start) / 60:.1f} min on {os.cpu_count()} cores")
     return _compare(root, tracking)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from bitcpm.config.arguments import OUTPUT_DIR, OVERRIDES, Kind, OneLineParser, number, text
 from bitcpm.config.ranges import AT_LEAST_1, POSITIVE, SEED
 from bitcpm.windtunnel.ladder_cli import add_ladder, add_predict, run_ladder_args, run_predict_args
+from bitcpm.windtunnel.qat_findings import FINDINGS
 from bitcpm.windtunnel.widths import parse_widths
 
 
@@ -99,8 +100,8 @@ def _run_report(a: argparse.Namespace) -> int:
 def _findings(sub) -> None:
     p = sub.add_parser("findings", help="a QAT-findings study's arms over seeds and the verdict on BitCPM's claim")
     p.add_argument("study", type=text("study name"), help="study name (the bitcpm.study tag of its parent run)")
-    which = "the claim to judge: group_size, qat_lr or qat_fraction (default: the study's name)"
-    p.add_argument("--finding", type=text("finding name"), default=None, help=which)
+    which = "the claim to judge (default: the study's name)"
+    p.add_argument("--finding", choices=list(FINDINGS), default=None, help=which)
     out = Path("outputs/windtunnel/reports")
     p.add_argument("--out", type=OUTPUT_DIR, default=out, help="PNG and markdown go here")
     p.add_argument("overrides", nargs="*", type=STORE_OVERRIDES, help="tracking overrides naming the store")

@@ -58,13 +58,13 @@ def run_findings(study: str, finding_name: str | None, overrides: list[str], out
     from bitcpm.windtunnel.report_command import study_store
     from bitcpm.windtunnel.tracking import experiment_name
 
-    name = finding_name or study
-    if name not in FINDINGS:
-        raise ValueError(f"--finding={name}: expected one of {', '.join(FINDINGS)} (the finding STUDY tests)")
     job = compose_job(CommandLine(), overrides, check_rules=False)
     if job.tracking.backend != "mlflow":
         raise ValueError("tracking.backend=none: the findings are read from MLflow")
     client = open_client(study_store(job.tracking))
+    name = finding_name or study
+    if name not in FINDINGS:
+        raise ValueError(f"--finding: study {study} is none of {', '.join(FINDINGS)}: name the claim it tests")
     parent, result = evaluate(client, experiment_name(job.tracking), study, FINDINGS[name])
     out.mkdir(parents=True, exist_ok=True)
     png = plot(result, out / f"{study}_findings.png")

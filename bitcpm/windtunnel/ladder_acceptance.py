@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+
+from bitcpm.windtunnel.steps import run_step
+
+_run = partial(run_step, "ladder acceptance")
 
 # The pass criteria, fixed before the first full run (issue: inside the interval and within 3%).
 WITHIN = 0.03
@@ -36,16 +40,6 @@ SMOKE_FAMILY = [
     "optim.warmup_steps=2",
     "tracking=none",
 ]
-
-
-def _run(*cmd: str) -> str:
-    t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = proc.stdout[-3000:] + proc.stderr[-3000:]
-        sys.exit(f"ladder acceptance: {' '.join(cmd[:3])} failed (exit {proc.returncode}):\n{tail}")
-    print(f"ladder acceptance: {' '.join(cmd[:3])}: {time.time() - t0:.0f} s", flush=True)
-    return proc.stdout
 
 
 def verdict(prediction) -> tuple[list[str], bool]:

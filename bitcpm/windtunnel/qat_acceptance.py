@@ -17,9 +17,12 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-from bitcpm.windtunnel.acceptance import _run
+from bitcpm.windtunnel.steps import run_step
+
+_run = partial(run_step, "qat findings")
 
 STUDIES = ("group_size", "qat_lr", "qat_fraction")
 BASELINES = {"qat_fraction": "qat_scratch"}
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="1,2,3", help="study.seed values (init and data order)")
     p.add_argument("--smoke", action="store_true", help="a width-128 model, 10 steps, 2 arms: checks the pipeline")
     p.add_argument("--parallel", type=int, default=2, help="trials at once (1 thread each)")
+    p.add_argument("overrides", nargs="*", help="more overrides for every run (data.cache_dir=..., ...)")
     a = p.parse_args(argv)
     studies = [s for s in a.studies.split(",") if s]
     unknown = [s for s in studies if s not in STUDIES]
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     root = a.root.resolve()
     tracking = [f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.experiment={EXPERIMENT}"]
     common = [*(SMOKE if a.smoke else []), *tracking, f"train.output_root={root / 'runs'}", f"study.seed={a.seeds}"]
-    common += [f"launcher.max_parallel={a.parallel}", "launcher.threads_per_trial=1"]
+    common += [f"launcher.max_parallel={a.parallel}", "launcher.threads_per_trial=1", *a.overrides]
     start = time.time()
     for study in [*studies, *(BASELINES[s] for s in studies if s in BASELINES)]:
         t0 = time.time()

@@ -152,7 +152,7 @@ def test_hydra_sweeper_params_on_the_command_line(tmp_path: Path) -> None:
     # On top of a study's own search space: the product of both.
     both = _train(["-m", "sweep=qat_lr", '+hydra.sweeper.params={train.seed: "1,2"}', "dry_run=true"], tmp_path)
     assert both.returncode == 0, both.stderr
-    assert "6 member(s), 12 job(s) planned" in both.stdout
+    assert "18 member(s), 36 job(s) planned" in both.stdout  # 3 lrs x 3 seeds x 2 train.seed
 
 
 def test_hydra_flags_keep_their_meaning(tmp_path: Path) -> None:

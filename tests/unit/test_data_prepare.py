@@ -147,3 +147,19 @@ def test_truncated_bin_is_not_trusted(tmp_path: Path) -> None:
     with open(out / "train.bin", "r+b") as handle:
         handle.truncate(10)
     assert load_prepared(out) is None
+
+
+def test_each_data_seed_prepares_its_own_directory(tmp_path: Path) -> None:
+    from bitcpm.config.data import DataConfig, DataSourceConfig
+    from bitcpm.data.mixture import prepare_sources
+
+    src = _write_jsonl(tmp_path / "docs.jsonl", _docs())
+
+    def prefixes(seed: int) -> dict:
+        cfg = DataConfig(sources=[DataSourceConfig(name="d", inputs=[str(src)])], cache_dir=str(tmp_path / "c"))
+        cfg.seed = seed
+        return prepare_sources(cfg)[0].prefixes
+
+    first, second = prefixes(1), prefixes(2)
+    assert Path(first["train"]).parent != Path(second["train"]).parent
+    assert prefixes(1) == first and load_prepared(Path(first["train"]).parent) is not None  # not rewritten by seed 2

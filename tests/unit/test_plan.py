@@ -44,3 +44,14 @@ def test_rank_layout_is_tp_fastest() -> None:
     assert plan.world_size == 4 and plan.dp == 2
     assert [(r.tp, r.dp) for r in plan.layout] == [(0, 0), (1, 0), (0, 1), (1, 1)]
     assert plan.micro_batches_per_step == 1
+
+
+def test_the_plan_prints_the_optimizer_at_the_stage_s_own_lr() -> None:
+    from bitcpm.plan.render import optimizer_lines
+
+    qat = compose_job(CommandLine(), ["stage=qat", "dry_run=true"], check_rules=False)  # stage.lr 5e-3, optim.lr 1e-2
+    lines = optimizer_lines(qat)
+    assert lines[0].startswith("optimizer  AdamW, peak lr 0.005 (mup, m=2, stage.lr of qat)")
+    assert "hidden matrices     lr 0.0025 " in lines[1]
+    pretrain = optimizer_lines(compose_job(CommandLine(), [], check_rules=False))
+    assert pretrain[0] == "optimizer  AdamW, peak lr 0.01 (mup, m=2):"
