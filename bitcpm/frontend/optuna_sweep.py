@@ -205,6 +205,8 @@ class PruneWatch:
         self.trials: dict[int, Any] = {}
         self.reported: dict[int, set[int]] = {}
         self.pruned: set[int] = set()
+        self.sizes: dict[int, int] = {}
+        """The size of each trial's metrics.jsonl when it was last read: an unchanged file is not read again."""
         self._lock = threading.Lock()  # trials run in threads; one Optuna storage connection at a time
 
     def should_stop(self, index: int, run_dir: Path) -> bool:
@@ -215,10 +217,15 @@ class PruneWatch:
             trial = self.trials.get(index)
             if trial is None or index in self.pruned:
                 return False
+            path = run_dir / "metrics.jsonl"
+            size = path.stat().st_size if path.exists() else 0
+            if self.sizes.get(index) == size:
+                return False
             try:
-                series = metric_series(run_dir / "metrics.jsonl", "val_loss")
+                series = metric_series(path, "val_loss")
             except ValueError:  # a line the worker is still writing: read it next time
                 return False
+            self.sizes[index] = size
             seen = self.reported.setdefault(index, set())
             for step, loss in sorted(series.items()):
                 if step in seen:

@@ -53,25 +53,15 @@ def evaluate(client, experiment: str, study: str, finding: Finding) -> tuple[str
 
 def run_findings(study: str, finding_name: str | None, overrides: list[str], out: Path) -> int:
     """Report a QAT-findings study from the store the overrides name; prints the section with its verdict."""
-    from bitcpm.frontend.compose import CommandLine, compose_job
-    from bitcpm.tracking.client import log_files, open_client
-    from bitcpm.windtunnel.report_command import study_store
-    from bitcpm.windtunnel.tracking import experiment_name
+    from bitcpm.windtunnel.report_command import open_store, publish
 
-    job = compose_job(CommandLine(), overrides, check_rules=False)
-    if job.tracking.backend != "mlflow":
-        raise ValueError("tracking.backend=none: the findings are read from MLflow")
-    client = open_client(study_store(job.tracking))
+    client, experiment = open_store(overrides, "the findings are")
     name = finding_name or study
     if name not in FINDINGS:
         raise ValueError(f"--finding: study {study} is none of {', '.join(FINDINGS)}: name the claim it tests")
-    parent, result = evaluate(client, experiment_name(job.tracking), study, FINDINGS[name])
+    parent, result = evaluate(client, experiment, study, FINDINGS[name])
     out.mkdir(parents=True, exist_ok=True)
     png = plot(result, out / f"{study}_findings.png")
     text = markdown(result) + f"\n![{result.finding.title}]({png.name})\n"
-    md = out / f"{study}_findings.md"
-    md.write_text(text)
-    log_files(client, parent, [png, md], "findings")
-    print(text)
-    print(f"findings: {md} and {png} (also on MLflow run {parent}, artifacts findings/)")
+    publish(client, parent, out / f"{study}_findings.md", png, text, "findings")
     return 0

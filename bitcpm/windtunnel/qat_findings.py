@@ -213,8 +213,7 @@ def _mean_std(losses: dict[int, float]) -> str:
 def table(result: Result) -> list[str]:
     """Markdown rows: each arm's mean ± std over seeds, the seeds' losses, the difference to the reference."""
     f = result.finding
-    reference = result.baseline if f.baseline else result.arms.get(arm_value(f.lower[0][0]), {})
-    name = "QAT from scratch" if f.baseline else f.label(f.lower[0][0])
+    reference, name = _reference(result)
     rows = [
         f"| {f.title.lower()} | final val loss (mean ± std) | seeds | per seed | vs {name} (paired, 95% CI) |",
         "|---|---|---|---|---|",
@@ -239,34 +238,58 @@ def markdown(result: Result) -> str:
     return "\n".join(lines)
 
 
+def _reference(result: Result) -> tuple[dict[int, float], str]:
+    """The losses every arm is compared with, and their name: the baseline, else the first claim's lower arm."""
+    f = result.finding
+    if f.baseline:
+        return result.baseline, "QAT from scratch"
+    return result.arms.get(arm_value(f.lower[0][0]), {}), f.label(f.lower[0][0])
+
+
 def plot(result: Result, path: Path) -> Path:
-    """Each arm's seeds (dots) and mean ± std (bar); the baseline's mean ± margin as a band."""
+    """Left: each seed's loss per arm, a line per seed (what the pairing cancels); right: each arm's paired
+    difference to the reference with its 95% interval (and the baseline's margin for an equivalence claim)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     f = result.finding
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    labels = [f.label(a) for a in f.arms]
+    reference, name = _reference(result)
+    relative = bool(f.baseline)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = [f.label(a) for a in f.arms] + (["scratch"] if relative else [])
+    columns = [result.arms.get(arm_value(a), {}) for a in f.arms] + ([result.baseline] if relative else [])
+    seeds = sorted({s for c in columns for s in c})
+    for k, seed in enumerate(seeds):
+        xs = [i for i, c in enumerate(columns) if seed in c]
+        left.plot(xs, [columns[i][seed] for i in xs], "o-", color=f"C{k}", lw=1, ms=4, label=f"seed {seed}")
+    for i, c in enumerate(columns):
+        if len(c) > 1:
+            mean, std = statistics.fmean(c.values()), statistics.stdev(c.values())
+            left.errorbar([i + 0.08], [mean], yerr=[std], fmt="_", color="0.5", elinewidth=0.8, ms=12, zorder=1)
+    left.set_xticks(range(len(labels)), labels)
+    left.set_ylabel("final validation loss")
+    left.set_title("per seed (bars: mean ± std)", fontsize=9)
+    left.legend(fontsize=7)
+    scale = 100 if relative else 1
     for i, arm in enumerate(f.arms):
-        losses = list(result.arms.get(arm_value(arm), {}).values())
-        if not losses:
-            continue
-        ax.scatter([i] * len(losses), losses, color="0.55", s=14, zorder=3)
-        std = statistics.stdev(losses) if len(losses) > 1 else 0.0
-        ax.errorbar([i], [statistics.fmean(losses)], yerr=[std], fmt="o", color="C0", capsize=5, zorder=4)
-    if result.baseline:
-        mean = statistics.fmean(result.baseline.values())
-        band = (mean * (1 - EQUIVALENCE_MARGIN), mean * (1 + EQUIVALENCE_MARGIN))
-        ax.axhspan(*band, color="C1", alpha=0.15, label=f"QAT from scratch ± {100 * EQUIVALENCE_MARGIN:g}%")
-        ax.axhline(mean, color="C1", lw=1)
-        ax.legend(loc="best", fontsize=8)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel(f.title)
-    ax.set_ylabel("final validation loss")
-    ax.set_title(f"{f.name}: {result.verdict}", fontsize=10)
-    ax.grid(alpha=0.3)
+        d = paired(reference, result.arms.get(arm_value(arm), {}), relative=relative)
+        if d is not None and result.arms.get(arm_value(arm)) is not reference:
+            err = [[scale * (d.mean - d.low)], [scale * (d.high - d.mean)]]
+            right.errorbar([i], [scale * d.mean], yerr=err, fmt="o", color="C0", capsize=5)
+    right.axhline(0, color="0.3", lw=1)
+    if relative:
+        margin = 100 * EQUIVALENCE_MARGIN
+        right.axhspan(-margin, margin, color="C1", alpha=0.15, label=f"±{margin:g}% (the claim's margin)")
+        right.legend(fontsize=7)
+    right.set_xticks(range(len(f.arms)), labels[: len(f.arms)])
+    right.set_ylabel(f"paired difference to {name}" + (" (%)" if relative else " (loss)"))
+    right.set_title("mean over seeds, 95% t interval", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel(f.title)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{f.name}: {result.verdict}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

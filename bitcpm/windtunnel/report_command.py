@@ -33,25 +33,36 @@ def study_trials(client, experiment: str, study: str) -> tuple[str, list[Trial],
     return parent.info.run_id, trials, len(runs) - len(trials)
 
 
-def run_report(study: str, overrides: list[str], out: Path) -> int:
-    """Report `study` from the tracking store the overrides name; prints the markdown."""
+def open_store(overrides: list[str], what: str) -> tuple[object, str]:
+    """The MLflow client and experiment the tracking overrides name; ValueError (one line) when they name none."""
     from bitcpm.frontend.compose import CommandLine, compose_job
-    from bitcpm.tracking.client import log_files, open_client
+    from bitcpm.tracking.client import open_client
     from bitcpm.windtunnel.tracking import experiment_name
 
     job = compose_job(CommandLine(), overrides, check_rules=False)
     if job.tracking.backend != "mlflow":
-        raise ValueError("tracking.backend=none: the report reads the study from MLflow")
-    client = open_client(study_store(job.tracking))
-    parent, trials, skipped = study_trials(client, experiment_name(job.tracking), study)
+        raise ValueError(f"tracking.backend=none: {what} read from MLflow")
+    return open_client(study_store(job.tracking)), experiment_name(job.tracking)
+
+
+def publish(client, parent: str, md: Path, png: Path, text: str, artifacts: str) -> None:
+    """Write the markdown beside its picture, put both on the parent run (artifacts/), print where they are."""
+    from bitcpm.tracking.client import log_files
+
+    md.write_text(text)
+    log_files(client, parent, [png, md], artifacts)
+    print(text)
+    print(f"{artifacts}: {md} and {png} (also on MLflow run {parent}, artifacts {artifacts}/)")
+
+
+def run_report(study: str, overrides: list[str], out: Path) -> int:
+    """Report `study` from the tracking store the overrides name; prints the markdown."""
+    client, experiment = open_store(overrides, "the study is")
+    parent, trials, skipped = study_trials(client, experiment, study)
     if not trials:
         raise ValueError(f"study {study}: none of its {skipped} trial runs has a validation loss yet")
     out.mkdir(parents=True, exist_ok=True)
     png = plot_transfer(trials, f"{study}: validation loss against lr per width", out / f"{study}_lr_width.png")
     text = markdown(study, trials, skipped) + f"\n![loss against lr per width]({png.name})\n"
-    md = out / f"{study}_report.md"
-    md.write_text(text)
-    log_files(client, parent, [png, md], "report")
-    print(text)
-    print(f"report: {md} and {png} (also on MLflow run {parent}, artifacts report/)")
+    publish(client, parent, out / f"{study}_report.md", png, text, "report")
     return 0
