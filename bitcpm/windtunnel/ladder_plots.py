@@ -43,6 +43,15 @@ def _by_width(points: list[dict]) -> dict[int, list[dict]]:
     return out
 
 
+def _predicted(ax, x: float, est: Estimate, label: str) -> None:
+    """The target's prediction: a point with its 95% interval where it has one."""
+    if est.low is not None and est.high is not None:
+        yerr = [[est.value - est.low], [est.high - est.value]]
+        ax.errorbar([x], [est.value], yerr=yerr, fmt="ko", capsize=4, label=f"{label}, 95%")
+    else:
+        ax.plot([x], [est.value], "ko", label=label)
+
+
 def plot_loss_vs_compute(fits: dict[str, LawFit], points: dict[str, list[dict]], target: Target, path: Path) -> Path:
     """One panel per precision: the ladder's points and fitted law per width against FLOPs, the target predicted
     (with its interval) and, once trained, its actual loss."""
@@ -60,13 +69,8 @@ def plot_loss_vs_compute(fits: dict[str, LawFit], points: dict[str, list[dict]],
                 [fpt * p["tokens"] for p in pts], [p["loss"] for p in pts], color=line.get_color(), label=f"w{width}"
             )
         ax.plot(target.flops_per_token * ds, fit.law(target.n, ds), "k--", lw=1, label=f"w{target.width} (fit)")
-        est = target.predicted[label]
         x = target.flops_per_token * target.d
-        if est.low is not None and est.high is not None:
-            yerr = [[est.value - est.low], [est.high - est.value]]
-            ax.errorbar([x], [est.value], yerr=yerr, fmt="ko", capsize=4, label="predicted, 95%")
-        else:
-            ax.plot([x], [est.value], "ko", label="predicted")
+        _predicted(ax, x, target.predicted[label], "predicted")
         actual = target.actual.get(label)
         if actual is not None:
             ax.plot([x], [actual], "r*", markersize=14, label="held-out run")
@@ -110,10 +114,7 @@ def plot_gap_vs_n(fits: dict[str, LawFit], points: dict[str, list[dict]], target
             band = fit.curve(ns, target.d)[:count] - full.curve(ns, target.d)[:count]
             low, high = np.percentile(band, [2.5, 97.5], axis=0)
             ax.fill_between(ns, low, high, color="k", alpha=0.1, label="fit's 95% band")
-        est = gap(fit, full, target.n, target.d)
-        if est.low is not None and est.high is not None:
-            yerr = [[est.value - est.low], [est.high - est.value]]
-            ax.errorbar([target.n], [est.value], yerr=yerr, fmt="ko", capsize=4, label=f"w{target.width} predicted")
+        _predicted(ax, target.n, gap(fit, full, target.n, target.d), f"w{target.width} predicted")
         actual, actual_full = target.actual.get(label), target.actual.get(FULL)
         if actual is not None and actual_full is not None:
             ax.plot([target.n], [actual - actual_full], "r*", markersize=14, label="held-out runs")
