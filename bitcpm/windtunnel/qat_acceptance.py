@@ -1,6 +1,6 @@
 """BitCPM's QAT findings at small scale (not CI): the shipped studies run with seeds, each judged against its claim.
 
-    python -m bitcpm.windtunnel.qat_acceptance              # the real one: about 20 minutes on 2 cores
+    python -m bitcpm.windtunnel.qat_acceptance              # the real one: about 17 minutes on 2 cores
     python -m bitcpm.windtunnel.qat_acceptance --smoke --studies qat_fraction      # a minute-scale pipeline check
 
 The studies sweep=group_size, qat_lr, qat_fraction (and qat_scratch, the fraction's baseline) as Hydra multiruns at
