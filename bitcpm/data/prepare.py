@@ -224,12 +224,17 @@ def prepare_dataset(
     # Trials that start together on a fresh cache: one prepares, the others wait and then read its result (a second
     # writer would truncate the files the first one's readers already map).
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(output_dir.parent / f".{output_dir.name}.lock", "a") as lock:
+    lock_path = output_dir.parent / f".{output_dir.name}.lock"
+    with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         cached = load_prepared(output_dir, key)
         if cached is not None:
             return cached
-        return _prepare(paths, inputs, hashes, key, tokenizer, output_dir, valid_fraction, text_key, seed)
+        try:
+            return _prepare(paths, inputs, hashes, key, tokenizer, output_dir, valid_fraction, text_key, seed)
+        except BaseException:
+            lock_path.unlink(missing_ok=True)  # a failed preparation leaves the cache as it found it
+            raise
 
 
 def _prepare(

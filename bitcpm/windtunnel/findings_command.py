@@ -53,6 +53,12 @@ def evaluate(client, experiment: str, study: str, finding: Finding) -> tuple[str
 
 def run_findings(study: str, finding_name: str | None, overrides: list[str], out: Path) -> int:
     """Report a QAT-findings study from the store the overrides name; prints the section with its verdict."""
+    findings_section(study, finding_name, overrides, out)
+    return 0
+
+
+def findings_section(study: str, finding_name: str | None, overrides: list[str], out: Path) -> str:
+    """Judge the study, write and log its markdown and PNG, print both; returns the markdown."""
     from bitcpm.windtunnel.report_command import open_store, publish
 
     client, experiment = open_store(overrides, "the findings are")
@@ -64,4 +70,4 @@ def run_findings(study: str, finding_name: str | None, overrides: list[str], out
     png = plot(result, out / f"{study}_findings.png")
     text = markdown(result) + f"\n![{result.finding.title}]({png.name})\n"
     publish(client, parent, out / f"{study}_findings.md", png, text, "findings")
-    return 0
+    return text

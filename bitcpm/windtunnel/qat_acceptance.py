@@ -38,7 +38,7 @@ SMOKE = [
     "stage.rewarmup_steps=1",
 ]
 SMOKE_AXES = {"group_size": "quant=ternary_g32,ternary_channel", "qat_lr": "stage.lr=5e-3,1e-2"}
-SMOKE_AXES["qat_fraction"] = "study.qat_fraction=0.2,0.4"
+SMOKE_AXES |= {"qat_fraction": "study.qat_fraction=0.2,0.4", "qat_scratch": "quant=ternary_g64"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,11 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         _run("bitcpm.train", "-m", f"sweep={study}", *common, *axes)
         print(f"qat findings: study {study}: {time.time() - t0:.0f} s", flush=True)
     minutes = (time.time() - start) / 60
-    sections = []
-    for study in studies:
-        out = _run("bitcpm.windtunnel", "findings", study, "--out", str(root / "reports"), *tracking)
-        sections.append(out.split("\nfindings: ")[0])
-        print(out, flush=True)
+    from bitcpm.windtunnel.findings_command import findings_section
+
+    sections = [findings_section(study, None, tracking, root / "reports") for study in studies]
     summary = root / "findings.md"
     summary.write_text("\n".join(sections))
     print(f"qat findings: {len(studies)} studies trained in {minutes:.1f} min on {os.cpu_count()} cores; {summary}")

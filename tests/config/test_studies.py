@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -61,15 +62,20 @@ def _members(name: str) -> list[list[str]]:
     return [[f"sweep={name}", *combo] for combo in itertools.product(*axes)]
 
 
+@functools.cache
+def _planned(name: str) -> list:
+    """Every member of a shipped study, planned once per test process (several tests read the same studies)."""
+    return plan_members(CommandLine(), _members(name))
+
+
 def test_the_shipped_studies_are_the_issue_s_list() -> None:
     assert study_names() == SHIPPED
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_member_of_every_shipped_study_composes_and_validates(name: str) -> None:
-    batch = _members(name)
-    assert len(batch) > 1
-    members = plan_members(CommandLine(), batch)  # raises on the first bad member
+    members = _planned(name)  # raises on the first bad member
+    assert len(members) > 1
     dirs = {m.last_run_dir for m in members}
     assert len(dirs) == len(members), "every trial trains something different"
     for m in members:
@@ -88,7 +94,7 @@ def test_lr_width_derives_the_shape_from_the_width() -> None:
 
 
 def test_qat_studies_share_one_full_precision_stable_run_per_seed() -> None:
-    studies = {name: plan_members(CommandLine(), _members(name)) for name in ("group_size", "qat_lr", "qat_fraction")}
+    studies = {name: _planned(name) for name in ("group_size", "qat_lr", "qat_fraction")}
     stable = {name: {m.stages[0].run_dir for m in members} for name, members in studies.items()}
     assert len(stable["qat_lr"]) == 3 and stable["group_size"] == stable["qat_lr"] == stable["qat_fraction"]
     fp = studies["qat_lr"][0].stages[0].job
@@ -100,7 +106,7 @@ def test_qat_studies_share_one_full_precision_stable_run_per_seed() -> None:
 
 
 def test_qat_fraction_branches_off_the_stable_phase() -> None:
-    members = plan_members(CommandLine(), _members("qat_fraction"))
+    members = _planned("qat_fraction")
     qat = [m.stages[1].job for m in members if m.job.study["seed"] == 1]
     assert [(j.stage.init_step, j.train.steps) for j in qat] == [(320, 80), (240, 160), (160, 240), (80, 320)]
     assert all(j.stage.init_from == str(members[0].stages[0].run_dir) for j in qat)
