@@ -20,6 +20,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+from bitcpm.windtunnel.findings_command import findings_section
 from bitcpm.windtunnel.steps import run_step
 
 _run = partial(run_step, "qat findings")
@@ -66,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         _run("bitcpm.train", "-m", f"sweep={study}", *common, *axes)
         print(f"qat findings: study {study}: {time.time() - t0:.0f} s", flush=True)
     minutes = (time.time() - start) / 60
-    from bitcpm.windtunnel.findings_command import findings_section
-
     sections = [findings_section(study, None, tracking, root / "reports") for study in studies]
     summary = root / "findings.md"
     summary.write_text("\n".join(sections))
