@@ -230,15 +230,26 @@ def check_stage_rewarmup(cfg: JobConfig) -> None:
         )
 
 
-def check_branch(cfg: JobConfig) -> None:
-    """A decay branch (stage.branch_step) starts from a run and before its own decay begins."""
+def check_start_steps(cfg: JobConfig) -> None:
+    """stage.branch_step and stage.init_step each name a step of stage.init_from's run (one of them at a time),
+    whose schedule stage.tokens=auto cannot read."""
     st = cfg.stage
-    if st.branch_step is None:
+    for key, step in (("branch_step", st.branch_step), ("init_step", st.init_step)):
+        if step is None:
+            continue
+        if not st.init_from:
+            _fail(f"stage.{key}={step} needs stage.init_from (the run directory whose checkpoint it starts from)")
+        if parse_tokens(st.tokens) == "auto":
+            _fail(f"stage.{key}: stage.tokens=auto counts a finished run's decay (set train.steps or stage.tokens)")
+    if st.branch_step is not None and st.init_step is not None:
+        _fail("stage.init_step: a decay branch (stage.branch_step) already starts from its own step; set one of them")
+
+
+def check_branch(cfg: JobConfig) -> None:
+    """A decay branch (stage.branch_step) starts before its own decay begins."""
+    st = cfg.stage
+    if st.branch_step is None or not st.init_from:
         return
-    if not st.init_from:
-        _fail(f"stage.branch_step={st.branch_step} needs stage.init_from (the run directory to branch from)")
-    if parse_tokens(st.tokens) == "auto":
-        _fail("stage.branch_step: stage.tokens=auto has no meaning for a branch (set train.steps or stage.tokens)")
     from bitcpm.config.stage_length import stage_length
 
     steps = stage_length(cfg).steps
@@ -250,19 +261,6 @@ def check_branch(cfg: JobConfig) -> None:
             f"stage.branch_step={st.branch_step} must come before the end ({steps} steps) and no later than "
             f"the start of this run's decay (step {decay_start}: optim.decay_fraction={cfg.optim.decay_fraction})"
         )
-
-
-def check_init_step(cfg: JobConfig) -> None:
-    """A start from a chosen step (stage.init_step) names its run and is not also a decay branch."""
-    st = cfg.stage
-    if st.init_step is None:
-        return
-    if not st.init_from:
-        _fail(f"stage.init_step={st.init_step} needs stage.init_from (the run directory whose checkpoint it names)")
-    if st.branch_step is not None:
-        _fail("stage.init_step: a decay branch (stage.branch_step) already starts from its own step; set one of them")
-    if parse_tokens(st.tokens) == "auto":
-        _fail("stage.init_step: stage.tokens=auto counts a finished run's decay (set train.steps or stage.tokens)")
 
 
 def check_data(cfg: JobConfig) -> None:
@@ -305,8 +303,8 @@ RULES: tuple[Callable[[JobConfig], None], ...] = (
     check_stage,
     check_schedule,
     check_stage_rewarmup,
+    check_start_steps,
     check_branch,
-    check_init_step,
     check_data,
     check_launcher,
 )
