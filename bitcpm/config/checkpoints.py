@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bitcpm.config.errors import ConfigError
+
 COMPLETE = "COMPLETE"  # the marker bitcpm.training.checkpoint writes last into a finished checkpoint
 
 
@@ -21,3 +23,16 @@ def complete_checkpoint(path: Path) -> Path | None:
 def step_checkpoint(run_dir: Path, step: int) -> Path:
     """Where run_dir keeps the checkpoint of `step` (complete or not, or absent)."""
     return run_dir / "checkpoints" / f"step_{step:08d}"
+
+
+def complete_step_checkpoint(init_from: str, step: int, key: str) -> Path:
+    """stage.init_from's complete checkpoint of `step` (`key` names the setting that asks for it); ConfigError, one
+    line listing the complete ones there, when it is missing or unfinished."""
+    checkpoint = step_checkpoint(Path(init_from), step)
+    if not (checkpoint / COMPLETE).is_file():
+        kept = sorted(p.name for p in (Path(init_from) / "checkpoints").glob("step_*") if (p / COMPLETE).is_file())
+        raise ConfigError(
+            f"stage.init_from={init_from}: no complete checkpoint of step {step} ({key}) there "
+            f"(complete: {', '.join(kept) or 'none'}; save it with train.save_interval and train.keep_checkpoints)"
+        )
+    return checkpoint

@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from bitcpm.config.checkpoint_manifest import DamagedCheckpointError, Verdict, accept, verify
-from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint, step_checkpoint
+from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint, complete_step_checkpoint
 from bitcpm.config.errors import ConfigError, parse_tokens
 from bitcpm.config.load import load_job
 from bitcpm.config.root import JobConfig
@@ -175,24 +175,17 @@ BRANCH_FREE = {"train.steps", "stage.tokens", "stage.init_from", "stage.branch_s
 BRANCH_FREE |= {"optim.decay_fraction", "optim.decay_style", "optim.decay_half_life", "optim.min_lr_ratio"}
 
 
-def branch_checkpoint(init_from: str, step: int, key: str = "stage.branch_step") -> Path:
-    """The complete checkpoint of `step` in the run directory a branch starts from (`key` names the step)."""
-    checkpoint = step_checkpoint(Path(init_from), step)
-    if not (checkpoint / COMPLETE).is_file():
-        kept = sorted(p.name for p in (Path(init_from) / "checkpoints").glob("step_*") if (p / COMPLETE).is_file())
-        raise ConfigError(
-            f"stage.init_from={init_from}: no complete checkpoint of step {step} ({key}) there "
-            f"(complete: {', '.join(kept) or 'none'}; save it with train.save_interval and train.keep_checkpoints)"
-        )
-    return checkpoint
+def _source_job(config: Path) -> JobConfig:
+    """The config.yaml of the run stage.init_from names, as a job."""
+    try:
+        return load_job(config)
+    except Exception as exc:  # a foreign or damaged file: say which one
+        raise ConfigError(f"stage.init_from: cannot read {config} ({_one_line(exc)})") from None
 
 
 def check_stream_source(job: JobConfig, config: Path) -> None:
     """A start from a chosen step (stage.init_step) reads the source's data on: the same windows and batch."""
-    try:
-        stored = load_job(config)
-    except Exception as exc:  # a foreign or damaged file: say which one
-        raise ConfigError(f"stage.init_from: cannot read {config} ({_one_line(exc)})") from None
+    stored = _source_job(config)
     for key, theirs, ours in (
         ("train.seq_length", stored.train.seq_length, job.train.seq_length),
         ("parallel.global_batch_size", stored.parallel.global_batch_size, job.parallel.global_batch_size),
@@ -208,10 +201,7 @@ def check_branch_source(job: JobConfig, config: Path) -> None:
     """A decay branch continues the same training: its source run differs only in length and decay."""
     from bitcpm.frontend.rundir import math_relevant
 
-    try:
-        stored = load_job(config)
-    except Exception as exc:  # a foreign or damaged file: say which one
-        raise ConfigError(f"stage.init_from: cannot read {config} ({_one_line(exc)})") from None
+    stored = _source_job(config)
     ours, theirs = _flat(math_relevant(job)), _flat(math_relevant(stored))
     for key in sorted(set(ours) | set(theirs)):
         if key not in BRANCH_FREE and ours.get(key) != theirs.get(key):
@@ -254,9 +244,9 @@ def check_checkpoints(job: JobConfig, planned_runs: frozenset[Path] = frozenset(
         branch = job.stage.branch_step if key == "stage.init_from" else None
         start = job.stage.init_step if key == "stage.init_from" else None
         if branch is not None:
-            checkpoint = branch_checkpoint(value, branch)
+            checkpoint = complete_step_checkpoint(value, branch, "stage.branch_step")
         elif start is not None:
-            checkpoint = branch_checkpoint(value, start, "stage.init_step")
+            checkpoint = complete_step_checkpoint(value, start, "stage.init_step")
         else:
             checkpoint = complete_checkpoint(path)
         if checkpoint is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bitcpm.config.checkpoints import COMPLETE, complete_checkpoint, step_checkpoint
+from bitcpm.config.checkpoints import complete_checkpoint, complete_step_checkpoint
 from bitcpm.config.derived import base_lr
 from bitcpm.config.errors import ConfigError
 from bitcpm.config.root import JobConfig
@@ -41,7 +41,7 @@ def initial_weights_from(job: JobConfig) -> Path | None:
     if not job.stage.init_from:
         return None
     if job.stage.init_step is not None:
-        return _step_checkpoint(job, job.stage.init_step, "stage.init_step")
+        return complete_step_checkpoint(job.stage.init_from, job.stage.init_step, "stage.init_step")
     return resolve_checkpoint(job.stage.init_from, "stage.init_from")
 
 
@@ -54,11 +54,4 @@ def branch_checkpoint(job: JobConfig) -> Path | None:
     """The checkpoint a decay branch continues from (stage.branch_step of stage.init_from), None for other runs."""
     if job.stage.branch_step is None:
         return None
-    return _step_checkpoint(job, job.stage.branch_step, "stage.branch_step")
-
-
-def _step_checkpoint(job: JobConfig, step: int, key: str) -> Path:
-    checkpoint = step_checkpoint(Path(str(job.stage.init_from)), step)
-    if not (checkpoint / COMPLETE).is_file():
-        raise ConfigError(f"stage.init_from={job.stage.init_from}: no complete checkpoint of step {step} ({key})")
-    return checkpoint
+    return complete_step_checkpoint(str(job.stage.init_from), job.stage.branch_step, "stage.branch_step")
