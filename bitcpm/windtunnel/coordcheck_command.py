@@ -78,11 +78,9 @@ def _pm(d: Drift) -> str:
 def plot(records: list[WidthRecord], found: list[Drift], title: str, path: Path) -> Path:
     """mean |x| against width, one panel per activation and per weight kind: the mean over seeds at every step
     (later steps darker) and, at the last step (the one fitted), the band from the smallest to the largest seed."""
-    import matplotlib
+    from bitcpm.windtunnel.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = list(by_seed(records).values())
     widths = [r.width for r in groups[0]]
     panels = [d for d in found if d.kind == "activation"] + [d for d in found if d.kind == "update"]
@@ -107,10 +105,7 @@ def plot(records: list[WidthRecord], found: list[Drift], title: str, path: Path)
     if panels:
         axes.flat[0].legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (3 * rows)))  # leave the suptitle its own strip
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=80, rect=(0, 0, 1, 1 - 0.4 / (3 * rows)))  # leave the suptitle its own strip
 
 
 def _metric_key(prefix: str, d: Drift) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitcpm.windtunnel.figures import pyplot, save
 from bitcpm.windtunnel.ladder_fit import LawFit, gap
 from bitcpm.windtunnel.lr_curves import Estimate
 
@@ -25,15 +26,6 @@ class Target:
     flops_per_token: float
     predicted: dict[str, Estimate]
     actual: dict[str, float | None] = field(default_factory=dict)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _by_width(points: list[dict]) -> dict[int, list[dict]]:
@@ -55,7 +47,7 @@ def _predicted(ax, x: float, est: Estimate, label: str) -> None:
 def plot_loss_vs_compute(fits: dict[str, LawFit], points: dict[str, list[dict]], target: Target, path: Path) -> Path:
     """One panel per precision: the ladder's points and fitted law per width against FLOPs, the target predicted
     (with its interval) and, once trained, its actual loss."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(fits)
     fig, axes = plt.subplots(1, len(labels), figsize=(6.5 * len(labels), 4.8), squeeze=False)
     all_d = [p["tokens"] for pts in points.values() for p in pts]
@@ -77,10 +69,7 @@ def plot_loss_vs_compute(fits: dict[str, LawFit], points: dict[str, list[dict]],
         ax.set(xscale="log", xlabel="training FLOPs", ylabel="final validation loss", title=label)
         ax.legend(fontsize=8)
     fig.suptitle("ladder: loss against compute, fitted L(N, D) per precision")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_gap_vs_n(fits: dict[str, LawFit], points: dict[str, list[dict]], target: Target, path: Path) -> Path | None:
@@ -89,7 +78,7 @@ def plot_gap_vs_n(fits: dict[str, LawFit], points: dict[str, list[dict]], target
     quantized = [label for label in fits if label != FULL]
     if FULL not in fits or not quantized:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(quantized), figsize=(6.5 * len(quantized), 4.8), squeeze=False)
     full = fits[FULL]
     sizes = [p["n"] for p in points[FULL]]
@@ -122,7 +111,4 @@ def plot_gap_vs_n(fits: dict[str, LawFit], points: dict[str, list[dict]], target
         ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="loss gap (nats)", title=f"{label} - {FULL}")
         ax.legend(fontsize=8)
     fig.suptitle("ladder: ternary-to-full-precision gap against N")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -195,10 +195,9 @@ def series_fits(trials: list[Trial], seed: int = 0) -> dict[str, tuple[dict[int,
 
 def plot_transfer(trials: list[Trial], title: str, path: Path) -> Path:
     """Loss against lr, one line per width, one panel per parameterization (the muP transfer picture)."""
-    import matplotlib
+    from bitcpm.windtunnel.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     curves = seed_curves(trials)
     params = sorted({p for p, _ in curves})
@@ -220,10 +219,7 @@ def plot_transfer(trials: list[Trial], title: str, path: Path) -> Path:
         ax.set_xticks(grid, [f"{lr:g}" for lr in grid])
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

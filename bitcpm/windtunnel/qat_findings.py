@@ -249,11 +249,9 @@ def _reference(result: Result) -> tuple[dict[int, float], str]:
 def plot(result: Result, path: Path) -> Path:
     """Left: each seed's loss per arm, a line per seed (what the pairing cancels); right: each arm's paired
     difference to the reference with its 95% interval (and the baseline's margin for an equivalence claim)."""
-    import matplotlib
+    from bitcpm.windtunnel.figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     f = result.finding
     reference, name = _reference(result)
     relative = bool(f.baseline)
@@ -290,7 +288,4 @@ def plot(result: Result, path: Path) -> Path:
         ax.set_xlabel(f.title)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{f.name}: {result.verdict}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=110)
