@@ -52,10 +52,10 @@ class SourceSplits:
 
 
 def _prepared_source(cfg: DataConfig, src: DataSourceConfig) -> SourceSplits:
+    how = (cfg.valid_fraction, cfg.text_key, cfg.seed)
     # The seed picks the held-out documents: one directory per seed, or two seeds' runs would rewrite each other's.
-    split = (cfg.valid_fraction, cfg.text_key, cfg.seed)
-    target = dataset_cache_dir(Path(cfg.cache_dir), src.inputs, cfg.tokenizer, *split)
-    prepared = prepare_dataset(src.inputs, cfg.tokenizer, target, cfg.valid_fraction, cfg.text_key, seed=cfg.seed)
+    target = dataset_cache_dir(Path(cfg.cache_dir), src.inputs, cfg.tokenizer, *how)
+    prepared = prepare_dataset(src.inputs, cfg.tokenizer, target, *how)
     prefixes = {split: prepared.prefix(split) for split in SPLITS}
     return SourceSplits(src.name, prefixes, dict.fromkeys(SPLITS), prepared.vocab_size)
 
