@@ -20,6 +20,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+from bitcpm.windtunnel.ladder_predict import PredictArgs, predict_and_report
 from bitcpm.windtunnel.steps import run_step
 
 _run = partial(run_step, "ladder acceptance")
@@ -87,13 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     _run("bitcpm.windtunnel", "predict", NAME, *target, *preset, *common)
     trained = _run("bitcpm.train", "--config-dir", str(conf), "-m", f"experiment={EXPERIMENT}", *common)
     print(trained[-2000:], flush=True)
-    print(_run("bitcpm.windtunnel", "predict", NAME, *target, *common), flush=True)
+    # Predicted again, now with the actual losses beside (in this process: the verdict reads the same prediction).
+    args = PredictArgs(NAME, shape["target"], steps=shape["at"], replicates=replicates, overrides=common)
+    prediction = predict_and_report(args)
     minutes = (time.time() - start) / 60
     again = _run("bitcpm.windtunnel", "ladder", *ladder, *common)
     cached = next((line for line in again.splitlines() if "runs to train" in line), "")
-    from bitcpm.windtunnel.ladder_predict import PredictArgs, predict
-
-    prediction = predict(PredictArgs(NAME, shape["target"], steps=shape["at"], replicates=replicates, overrides=common))
     lines, _ = verdict(prediction)
     print(f"ladder acceptance: ladder, prediction and held-out runs in {minutes:.1f} min on {os.cpu_count()} cores")
     print(f"ladder acceptance: rerun of the ladder: {cached}")

@@ -198,6 +198,12 @@ def _measured(by_label: dict[str, list[dict]], label: str, width: int, d: float)
 
 
 def run_predict(a: PredictArgs) -> int:
+    """`predict`: see predict_and_report."""
+    predict_and_report(a)
+    return 0
+
+
+def predict_and_report(a: PredictArgs) -> Prediction:
     """Predict, print the report, write the pictures, record it in MLflow, write the experiment if asked."""
     compose_job(CommandLine(), list(a.overrides), check_rules=False)  # a bad override: one line naming its key
     if (a.tokens is None) == (a.steps is None):
@@ -226,7 +232,7 @@ def run_predict(a: PredictArgs) -> int:
     if a.experiment:
         write_experiment(p, a, cmd, parent)
     print(f"predict: report {md} and pictures in {out}" + (f" (also on MLflow run {parent})" if parent else ""))
-    return 0
+    return p
 
 
 def _record(p: Prediction, job, files: list[Path]) -> str | None:
